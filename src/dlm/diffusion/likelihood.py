@@ -1,0 +1,142 @@
+"""Likelihood on held-out text: exact NLL for AR, a Monte-Carlo ELBO bound for masked diffusion.
+
+Both are computed on the *same* chunks of held-out tokens (fixed length, no context across
+chunks) and reported in nats/token and bits/byte, where bytes are the UTF-8 bytes the chunk's
+tokens stand for (see ``Tokenizer.token_bytes``).
+
+* AR: every token of a chunk is scored; a BOS (the EOS id) predicts the first one.
+* MDLM: the negative ELBO, an upper bound on the NLL. For a sequence of length L it equals
+  sum_{m=1..L} (1/m) E_{|M|=m}[sum_{i in M} -log p(x_i | x unmasked outside M)], invariant to the
+  training schedule. We estimate it with K stratified mask counts m per chunk (LLaDA's
+  estimator: m ~ U{1..L}, weight L/m; t = m/L), with a fixed seed per chunk, and report the
+  Monte-Carlo standard error from the spread of the K draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..models.transformer import Attention
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class EvalResult:
+    kind: str
+    nats_per_token: float
+    bits_per_byte: float
+    se_bits_per_byte: float  # Monte-Carlo standard error (0 for an exact AR likelihood)
+    upper_bound: bool  # True for diffusion ELBOs
+    n_chunks: int
+    n_tokens: int
+    n_bytes: int
+    t_samples: int | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        bound = "<= " if self.upper_bound else ""
+        se = f" ± {self.se_bits_per_byte:.3f}" if self.upper_bound else ""
+        return (f"{self.kind}: {bound}{self.bits_per_byte:.3f}{se} bits/byte, "
+                f"{bound}{self.nats_per_token:.3f} nats/token "
+                f"({self.n_bytes} held-out bytes)")
+
+
+def eval_chunks(stream: np.ndarray, seq_len: int, max_tokens: int | None = None) -> Tensor:
+    """The held-out stream cut into fixed chunks [N, seq_len] (at most ``max_tokens`` tokens)."""
+    if max_tokens is not None:
+        stream = stream[:max_tokens]
+    n = len(stream) // seq_len
+    return torch.from_numpy(np.ascontiguousarray(stream[: n * seq_len].reshape(n, seq_len)))
+
+
+@torch.no_grad()
+def ar_nll(network, chunks: Tensor, bos_id: int, batch_size: int = 32) -> Tensor:
+    """Exact NLL (nats) of each chunk [N]; input = [BOS, x_0 .. x_{L-2}], targets x_0 .. x_{L-1}."""
+    device = next(network.parameters()).device
+    out = []
+    for i in range(0, len(chunks), batch_size):
+        x = chunks[i:i + batch_size].to(device)
+        inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)
+        logits = network(inp, attn=Attention.causal())
+        out.append(F.cross_entropy(logits.transpose(1, 2), x, reduction="none").sum(1).cpu())
+    return torch.cat(out).double()
+
+
+def mask_count_draws(length: int, k: int, generator: torch.Generator) -> Tensor:
+    """K stratified mask counts in 1..length: m_j = floor((j + u) / K * length) + 1."""
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    m = torch.floor((torch.arange(k, dtype=torch.float64) + u) / k * length).long() + 1
+    return m.clamp(1, length)
+
+
+def masked_draws(chunk: Tensor, k: int, mask_id: int, generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """K corrupted copies of one chunk with exactly m_j masks each -> (x_t [K, L], masked, m)."""
+    L = chunk.shape[0]
+    m = mask_count_draws(L, k, generator)
+    ranks = torch.rand(k, L, generator=generator).argsort(dim=1).argsort(dim=1)
+    masked = ranks < m[:, None]  # a uniformly random subset of size m_j in each row
+    xt = torch.where(masked, mask_id, chunk[None, :].expand(k, L))
+    return xt, masked, m
+
+
+@torch.no_grad()
+def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed: int = 0,
+                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
+    """Negative ELBO (nats) per chunk [N] and the variance of each estimate [N]."""
+    device = next(network.parameters()).device
+    N, L = chunks.shape
+    draws = []
+    for c in range(N):  # a generator per chunk: results do not depend on batch size
+        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        draws.append(masked_draws(chunks[c], t_samples, mask_id, g))
+    xt = torch.cat([d[0] for d in draws])  # [N*K, L]
+    masked = torch.cat([d[1] for d in draws])
+    m = torch.cat([d[2] for d in draws]).double()
+    x0 = chunks.repeat_interleave(t_samples, dim=0)
+    values = []
+    for i in range(0, len(xt), batch_size):
+        logits = network(xt[i:i + batch_size].to(device), attn=Attention.bidirectional())
+        ce = F.cross_entropy(logits.transpose(1, 2), x0[i:i + batch_size].to(device),
+                             reduction="none").cpu().double()
+        values.append((ce * masked[i:i + batch_size]).sum(1))
+    est = torch.cat(values) * (L / m)  # unbiased draw of the NELBO for its chunk
+    est = est.view(N, t_samples)
+    mean = est.mean(1)
+    var = est.var(1, unbiased=True) / t_samples if t_samples > 1 else torch.zeros(N)
+    return mean, var
+
+
+def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mask_id: int,
+             bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32) -> EvalResult:
+    """Held-out loss of a network on fixed chunks, in nats/token and bits/byte."""
+    was_training = network.training
+    network.eval()
+    try:
+        n_bytes = int(token_bytes[chunks.numpy()].sum())
+        n_tokens = chunks.numel()
+        if kind == "ar":
+            nats = ar_nll(network, chunks, bos_id, batch_size)
+            total, se = nats.sum().item(), 0.0
+            upper, ks = False, None
+        else:
+            mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed, batch_size)
+            total, se = mean.sum().item(), math.sqrt(var.sum().item())
+            upper, ks = True, t_samples
+    finally:
+        network.train(was_training)
+    return EvalResult(kind=kind, nats_per_token=total / n_tokens,
+                      bits_per_byte=total / LN2 / max(n_bytes, 1),
+                      se_bits_per_byte=se / LN2 / max(n_bytes, 1), upper_bound=upper,
+                      n_chunks=len(chunks), n_tokens=n_tokens, n_bytes=n_bytes,
+                      t_samples=ks, seed=seed if upper else None)

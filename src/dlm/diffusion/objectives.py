@@ -1,0 +1,114 @@
+"""Training objectives, separate from the network (DESIGN.md contract 2).
+
+* ``MaskedDiffusionLoss``: the MDLM/LLaDA ELBO. Draw t per sequence (stratified across the batch:
+  t_i = (u + i) / B mod 1, clamped to [eps, 1]), mask each token with probability 1 - alpha(t),
+  and average  w(t) * CE(masked token)  over all B*T tokens, w(t) = 1/t for the linear schedule.
+  This is an unbiased estimate of the negative ELBO in nats/token (an upper bound on the NLL).
+* ``ARLoss``: next-token cross-entropy under causal attention.
+
+Both are ``loss(network, x0 [B, T]) -> LossOutput(loss, metrics)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import DLMError
+from ..models.transformer import Attention
+from .schedules import LinearSchedule, Schedule, get_schedule
+
+KINDS = ("ar", "mdlm")
+
+
+def attention_for(kind: str, block_size: int | None = None) -> Attention:
+    """The attention spec a model kind is trained and sampled with."""
+    if kind == "ar":
+        return Attention.causal()
+    if kind == "mdlm":
+        return Attention.bidirectional()
+    if kind == "bd3lm":
+        return Attention.block_causal(block_size)
+    raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def stratified_times(n: int, generator: torch.Generator | None = None, eps: float = 1e-3,
+                     device: torch.device | str = "cpu") -> Tensor:
+    """n low-discrepancy times in [eps, 1]: one uniform offset, evenly spaced, randomly ordered."""
+    u = torch.rand((), generator=generator)
+    t = (u + torch.arange(n) / n) % 1.0
+    t = t[torch.randperm(n, generator=generator)]
+    return (eps + (1 - eps) * t).to(device)
+
+
+class MaskedDiffusionLoss:
+    def __init__(self, mask_id: int, schedule: Schedule | str = "linear", eps: float = 1e-3,
+                 antithetic: bool = True):
+        self.mask_id = mask_id
+        self.schedule = get_schedule(schedule) if isinstance(schedule, str) else schedule
+        self.eps = eps
+        self.antithetic = antithetic
+
+    def sample_times(self, n: int, generator: torch.Generator | None, device) -> Tensor:
+        if self.antithetic:
+            return stratified_times(n, generator, self.eps, device)
+        return (self.eps + (1 - self.eps) * torch.rand(n, generator=generator)).to(device)
+
+    def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Mask each token of row i with probability 1 - alpha(t_i) -> (x_t, masked)."""
+        p_mask = self.schedule.mask_prob(t)[:, None]  # [B, 1]
+        u = torch.rand(x0.shape, generator=generator).to(x0.device)
+        masked = u < p_mask
+        return torch.where(masked, self.mask_id, x0), masked
+
+    def nelbo_terms(self, logits: Tensor, x0: Tensor, masked: Tensor, t: Tensor) -> Tensor:
+        """Per-token ELBO terms [B, T]: w(t) * CE at masked positions, 0 elsewhere."""
+        ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # [B, T]
+        return torch.where(masked, ce * self.schedule.weight(t)[:, None], 0.0)
+
+    def __call__(self, network, x0: Tensor, generator: torch.Generator | None = None,
+                 attn: Attention | None = None) -> LossOutput:
+        B, T = x0.shape
+        t = self.sample_times(B, generator, x0.device)
+        xt, masked = self.corrupt(x0, t, generator)
+        logits = network(xt, attn=attn or Attention.bidirectional())
+        terms = self.nelbo_terms(logits, x0, masked, t)
+        loss = terms.sum() / (B * T)
+        with torch.no_grad():
+            n_masked = masked.sum().clamp(min=1)
+            ce_masked = (F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
+                         * masked).sum() / n_masked
+        return LossOutput(loss, {"nelbo": loss.item(), "masked_ce": ce_masked.item(),
+                                 "mask_frac": masked.float().mean().item()})
+
+
+class ARLoss:
+    """Next-token prediction: position i predicts token i+1 (T-1 predictions per row)."""
+
+    def __call__(self, network, x0: Tensor, generator: torch.Generator | None = None,
+                 attn: Attention | None = None) -> LossOutput:
+        logits = network(x0[:, :-1], attn=attn or Attention.causal())
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0[:, 1:].reshape(-1))
+        return LossOutput(loss, {"nll": loss.item()})
+
+
+def objective_for(kind: str, mask_id: int, schedule: str = "linear", eps: float = 1e-3):
+    if kind == "ar":
+        return ARLoss()
+    if kind == "mdlm":
+        return MaskedDiffusionLoss(mask_id, schedule, eps)
+    raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
+
+
+__all__ = ["ARLoss", "LinearSchedule", "LossOutput", "MaskedDiffusionLoss", "attention_for",
+           "objective_for", "stratified_times"]

@@ -1,0 +1,102 @@
+"""Our checkpoint directory: ``config.json`` + ``model.safetensors`` + ``tokenizer.json``.
+
+``config.json`` names the model ``kind`` (ar | mdlm | bd3lm), the network config, the tokenizer
+with its special ids, and summaries of the data and training. Weights are safetensors only
+(never pickle). A tied head is stored once (``lm_head.weight`` is dropped and re-tied on load).
+
+    save_model_dir(path, network, tokenizer, {"kind": "mdlm", ...})
+    network, tokenizer, config = load_model_dir(path)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..data.tokenizer import Tokenizer
+from ..errors import DLMError
+from .transformer import Transformer, TransformerConfig
+
+FORMAT = "dlm"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
+
+
+def state_dict_for_save(network: Transformer) -> dict[str, torch.Tensor]:
+    sd = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    if network.config.tie_embeddings:
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
+def save_model_dir(path: str | Path, network: Transformer, tokenizer: Tokenizer,
+                   config: dict) -> None:
+    """Write config.json, model.safetensors and tokenizer.json into ``path`` (created)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **config,
+            "model": network.config.to_dict(), "tokenizer": tokenizer.config()}
+    save_file(state_dict_for_save(network), str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+    tokenizer.save(path / TOKENIZER_FILE)
+    (path / CONFIG_FILE).write_text(json.dumps(full, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise DLMError(f"checkpoint not found: {path} is not a directory")
+    cfg_path = path / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise DLMError(f"{path} is not a dlm checkpoint (no {CONFIG_FILE})")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{cfg_path}: invalid JSON ({e.msg})") from None
+    if config.get("format") != FORMAT:
+        raise DLMError(f"{cfg_path}: not a dlm checkpoint config (format={config.get('format')!r})")
+    for key in ("kind", "model", "tokenizer"):
+        if key not in config:
+            raise DLMError(f"{cfg_path}: missing key {key!r}")
+    return config
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> tuple[Transformer, Tokenizer, dict]:
+    """Load a checkpoint directory; every weight must match the config (no partial loads)."""
+    path = Path(path)
+    config = read_config(path)
+    try:
+        net_cfg = TransformerConfig(**config["model"])
+    except (TypeError, ValueError) as e:
+        raise DLMError(f"{path / CONFIG_FILE}: bad 'model' section ({e})") from None
+    tokenizer = Tokenizer.load(path / TOKENIZER_FILE, config["tokenizer"])
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise DLMError(f"{path}: missing {WEIGHTS_FILE}")
+    try:
+        sd = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise DLMError(f"{weights}: cannot read weights ({e})") from None
+    with torch.device("meta"):
+        network = Transformer(net_cfg)
+    expected = set(state_dict_for_save(network))
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise DLMError(f"{weights}: weights do not match config.json "
+                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for name, tensor in network.state_dict().items():
+        if name in sd and tuple(sd[name].shape) != tuple(tensor.shape):
+            raise DLMError(f"{weights}: {name} has shape {tuple(sd[name].shape)}, "
+                           f"config expects {tuple(tensor.shape)}")
+    network.load_state_dict(sd, strict=False, assign=True)
+    if net_cfg.tie_embeddings:
+        network.lm_head.weight = network.embed_tokens.weight
+    network.to(device)
+    if dtype is not None:
+        network.to(dtype)
+    network.eval()
+    return network, tokenizer, config

@@ -1,0 +1,305 @@
+"""The denoiser network shared by every model kind (AR, MDLM, BD3-LM).
+
+One Llama-style decoder stack: token embedding -> N x (RMSNorm -> attention -> residual,
+RMSNorm -> SwiGLU -> residual) -> RMSNorm -> linear head. What makes a model autoregressive or
+a masked diffusion model is *not* in this file: it is the attention spec the caller passes
+(causal vs bidirectional vs block-causal) and the objective that trains it.
+
+    net = Transformer(TransformerConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4))
+    logits = net(ids, attn=Attention.bidirectional())            # [B, T, V]
+
+Contract (DESIGN.md #1): ``net(input_ids, attn=..., positions=None, cache=None) -> logits``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int
+    d_model: int = 256
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int | None = None  # < n_heads gives grouped-query attention (GQA)
+    d_ff: int | None = None  # SwiGLU hidden size; default ~8/3 d_model rounded up to 32
+    max_seq_len: int = 256  # the context the model was trained for (RoPE itself has no limit)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    qkv_bias: bool = False  # Qwen2/Dream style
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.d_ff is None:
+            self.d_ff = 32 * math.ceil(8 * self.d_model / 3 / 32)
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise ValueError("head dimension must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention specification
+
+
+@dataclass(frozen=True)
+class Attention:
+    """Which keys each query may see.
+
+    kind: ``bidirectional`` (every token sees every token: masked diffusion), ``causal``
+    (AR), or ``block_causal`` (token i sees token j iff block(j) <= block(i), block = index //
+    block_size: block diffusion). ``key_padding_mask`` [B, Tk] is True for real tokens; padded
+    keys are hidden from every query (a padded query still sees itself so no row is empty).
+    Indices are slots in the (cache + input) sequence, not RoPE positions, so left padding
+    works: positions are passed separately.
+    """
+
+    kind: str = "bidirectional"
+    block_size: int | None = None
+    key_padding_mask: Tensor | None = field(default=None, compare=False)
+
+    KINDS = ("bidirectional", "causal", "block_causal")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown attention kind {self.kind!r}; expected one of {self.KINDS}")
+        if self.kind == "block_causal" and not (self.block_size and self.block_size > 0):
+            raise ValueError("block_causal attention needs a positive block_size")
+
+    @classmethod
+    def bidirectional(cls, key_padding_mask: Tensor | None = None) -> Attention:
+        return cls("bidirectional", None, key_padding_mask)
+
+    @classmethod
+    def causal(cls, key_padding_mask: Tensor | None = None) -> Attention:
+        return cls("causal", None, key_padding_mask)
+
+    @classmethod
+    def block_causal(cls, block_size: int, key_padding_mask: Tensor | None = None) -> Attention:
+        return cls("block_causal", block_size, key_padding_mask)
+
+    def with_padding(self, key_padding_mask: Tensor | None) -> Attention:
+        return Attention(self.kind, self.block_size, key_padding_mask)
+
+    def mask(self, q_index: Tensor, k_len: int) -> Tensor | None:
+        """Boolean mask [B|1, 1, Tq, Tk] (True = may attend), or None when nothing is hidden."""
+        k_index = torch.arange(k_len, device=q_index.device)
+        allowed: Tensor | None = None
+        if self.kind == "causal":
+            allowed = k_index[None, :] <= q_index[:, None]
+        elif self.kind == "block_causal":
+            bs = self.block_size
+            allowed = (k_index[None, :] // bs) <= (q_index[:, None] // bs)
+        if self.key_padding_mask is not None:
+            kpm = self.key_padding_mask[:, None, None, :].bool()  # [B, 1, 1, Tk]
+            diag = k_index[None, :] == q_index[:, None]  # [Tq, Tk]
+            keep = kpm | diag
+            allowed = keep if allowed is None else keep & allowed
+        if allowed is None:
+            return None
+        while allowed.dim() < 4:
+            allowed = allowed.unsqueeze(0)
+        return allowed
+
+
+# ----------------------------------------------------------------------------------------------
+# KV cache
+
+
+class KVCache:
+    """Per-layer keys and values of the tokens already processed, [B, H_kv, T, D] each.
+
+    A forward call attends to cache + new tokens. How many of the new tokens' keys/values it
+    stores is ``store``: None (all: plain AR decoding) or a count of leading new tokens. The
+    sampling driver feeds "committed-but-uncached tokens + current block" and stores only the
+    committed ones: under causal or block-causal attention their keys/values cannot depend on
+    the block after them, so they are exact, and no extra forward pass is spent on caching.
+    """
+
+    def __init__(self, n_layers: int, store: int | None = None):
+        self.keys: list[Tensor | None] = [None] * n_layers
+        self.values: list[Tensor | None] = [None] * n_layers
+        self.store = store
+
+    @property
+    def length(self) -> int:
+        k = self.keys[0]
+        return 0 if k is None else k.shape[2]
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        old_k, old_v = self.keys[layer], self.values[layer]
+        full_k = k if old_k is None else torch.cat([old_k, k], dim=2)
+        full_v = v if old_v is None else torch.cat([old_v, v], dim=2)
+        n = k.shape[2] if self.store is None else self.store
+        if n == k.shape[2]:
+            self.keys[layer], self.values[layer] = full_k, full_v
+        elif n > 0:
+            keep = (old_k.shape[2] if old_k is not None else 0) + n
+            self.keys[layer], self.values[layer] = full_k[:, :, :keep], full_v[:, :, :keep]
+        return full_k, full_v
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks, in the order data flows through them
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE, "rotate half" convention (as Llama/Qwen checkpoints use).
+
+    Frequencies are computed in float32 on every call (cheap) rather than stored, so casting
+    the network to bf16 never degrades them and loading on the meta device needs no fix-up.
+    """
+
+    def __init__(self, head_dim: int, theta: float):
+        super().__init__()
+        self.head_dim, self.theta = head_dim, theta
+
+    def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        # positions [B|1, T] -> cos, sin [B|1, 1, T, head_dim]
+        exponent = torch.arange(0, self.head_dim, 2, device=positions.device,
+                                dtype=torch.float32) / self.head_dim
+        inv_freq = 1.0 / (self.theta ** exponent)
+        freqs = positions.float()[..., None] * inv_freq  # [B, T, D/2]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos()[:, None], emb.sin()[:, None]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: TransformerConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
+                is_causal: bool, cache: KVCache | None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)
+        if self.n_kv_heads != self.n_heads:  # GQA: each kv head serves n_heads / n_kv_heads queries
+            rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig, layer: int):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.attn = SelfAttention(cfg, layer)
+        self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, mask, is_causal, cache):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache))
+        return x + self.dropout(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.apply(self._init_weights)
+        # GPT-2's trick: scale the projections that write into the residual stream so its
+        # variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def new_cache(self, store: int | None = None) -> KVCache:
+        return KVCache(self.config.n_layers, store=store)
+
+    def forward(self, input_ids: Tensor, attn: Attention | None = None,
+                positions: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """input_ids [B, T] -> logits [B, T, V] (float32).
+
+        attn defaults to bidirectional. positions [B|1, T] are RoPE positions (default: slot
+        index, continuing after the cache). With a cache, the new tokens attend to the cached
+        ones plus themselves under the same spec.
+        """
+        attn = attn or Attention.bidirectional()
+        B, T = input_ids.shape
+        offset = cache.length if cache is not None else 0
+        q_index = torch.arange(offset, offset + T, device=input_ids.device)
+        if positions is None:
+            positions = q_index[None, :]
+        cos, sin = self.rope(positions)
+        mask = attn.mask(q_index, offset + T)
+        # Fast path: plain causal attention over a fresh sequence lets SDPA skip the mask tensor.
+        is_causal = mask is not None and attn.kind == "causal" and attn.key_padding_mask is None \
+            and offset == 0
+        if is_causal:
+            mask = None
+        x = self.embed_tokens(input_ids)
+        for block in self.blocks:
+            x = block(x, cos, sin, mask, is_causal, cache)
+        return self.lm_head(self.norm(x)).float()

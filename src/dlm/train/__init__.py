@@ -1,0 +1,4 @@
+from .config import TrainConfig
+from .trainer import Trainer, train
+
+__all__ = ["TrainConfig", "Trainer", "train"]

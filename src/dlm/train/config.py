@@ -1,0 +1,97 @@
+"""``TrainConfig``: every training knob, once. The CLI flags of ``dlm train`` are generated from
+these fields (``lr`` -> ``--lr``); the run's ``config.json`` stores them under ``"train"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import DLMError
+
+KINDS = ("ar", "mdlm")
+# What may differ when resuming a run: everything else must match the saved run.
+RESUME_OVERRIDABLE = frozenset({"resume", "max_minutes", "threads", "device", "log_every",
+                                "progress"})
+
+
+def _f(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class TrainConfig:
+    kind: str = _f("mdlm", "model kind: ar (next-token) or mdlm (masked diffusion)", choices=KINDS)
+    preset: str = _f("tiny", "model size: tiny | small | base", choices=("tiny", "small", "base"))
+    data: str = _f("shakespeare", "corpus name (shakespeare, python-stdlib), hf:<name>, "
+                   "or a local file/folder (.txt .md .py .jsonl)")
+    text_field: str = _f("text", "field holding the text in .jsonl / HF datasets")
+    tokenizer: str = _f("byte", "byte | bpe | path/to/tokenizer.json")
+    vocab_size: int = _f(4096, "vocabulary size when training a bpe tokenizer")
+    out: str | None = _f(None, "run directory (default runs/<kind>-<preset>)")
+    seq_len: int | None = _f(None, "training context length (default: the preset's)")
+    batch_size: int = _f(32, "global batch size in sequences (per optimizer step, all ranks)")
+    grad_accum: int = _f(1, "micro-batches per optimizer step (batch_size is split over them)")
+    lr: float = _f(3e-3, "peak learning rate (AdamW)")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    warmup_steps: int = _f(100, "linear warm-up steps")
+    weight_decay: float = _f(0.1, "AdamW weight decay (on matrices, not on norms or biases)")
+    beta2: float = _f(0.99, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
+    dropout: float = _f(0.0, "residual dropout")
+    schedule: str = _f("linear", "masking schedule alpha(t) for mdlm: linear | cosine")
+    max_steps: int | None = _f(None, "optimizer steps to train")
+    max_minutes: float | None = _f(None, "wall-clock budget; alone, it sizes the LR schedule "
+                                   "from the measured speed (default 10 when no other limit)")
+    epochs: float | None = _f(None, "passes over the (unique) training tokens")
+    unique_tokens: int | None = _f(None, "train only on the first N tokens of the shuffled "
+                                   "training stream (repeated for --epochs)")
+    eval_every: int = _f(250, "evaluate held-out loss every N steps (and at the end)")
+    eval_tokens: int = _f(32768, "held-out tokens to evaluate on (fixed chunks)")
+    eval_t_samples: int = _f(8, "mdlm: Monte-Carlo mask draws per held-out chunk")
+    ckpt_every: int = _f(500, "write a checkpoint every N steps (and at the end)")
+    log_every: int = _f(10, "average and log the training loss every N steps")
+    seed: int = _f(0, "random seed (data order, init, masks)")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint")
+    threads: int | None = _f(None, "CPU threads per process (default: cores / processes)")
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    compile: bool = _f(False, "torch.compile the network")
+    progress: bool = _f(True, "show a progress bar (only on a terminal)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self) -> TrainConfig:
+        if self.kind not in KINDS:
+            raise DLMError(f"unknown kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "eval_every": self.eval_every, "ckpt_every": self.ckpt_every,
+                    "log_every": self.log_every, "eval_tokens": self.eval_tokens,
+                    "eval_t_samples": self.eval_t_samples}
+        for name, value in positive.items():
+            if value < 1:
+                raise DLMError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+        for name in ("max_steps", "unique_tokens", "seq_len", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise DLMError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
+        for name in ("max_minutes", "epochs"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise DLMError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+        if self.lr <= 0:
+            raise DLMError(f"--lr must be > 0 (got {self.lr})")
+        if not 0 <= self.dropout < 1:
+            raise DLMError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if self.batch_size % self.grad_accum:
+            raise DLMError(f"--batch-size {self.batch_size} is not divisible by "
+                           f"--grad-accum {self.grad_accum}")
+        return self
+
+    @property
+    def run_dir(self) -> str:
+        return self.out or f"runs/{self.kind}-{self.preset}"

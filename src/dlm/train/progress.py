@@ -1,0 +1,64 @@
+"""A rich progress bar for training (loss, tokens/s, held-out bits/byte, ETA).
+
+On a terminal it is a live bar; otherwise (CI, logs, pipes) it prints a plain line at each
+evaluation and roughly every 10% of the run, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn
+
+
+class TrainProgress:
+    def __init__(self, enabled: bool, title: str, total: int | None, start: int = 0):
+        self.enabled = enabled
+        self.console = Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.title, self.total, self.last_print = title, total, start
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
+            TextColumn("val {task.fields[val]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=self.console, disable=not self.live)
+        self.task = self.progress.add_task(title, total=total, completed=start, loss="-",
+                                           speed="", val="-")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        self.progress.update(self.task, total=total)
+
+    def update(self, step: int, row: dict, last_eval) -> None:
+        if not self.enabled:
+            return
+        fields = {}
+        if row.get("train_loss") is not None:
+            fields["loss"] = f"{row['train_loss']:.3f}"
+        if row.get("tokens_per_s"):
+            fields["speed"] = f"{row['tokens_per_s'] / 1000:.1f}k tok/s"
+        if last_eval is not None:
+            fields["val"] = f"{last_eval.bits_per_byte:.3f} bpb"
+        self.progress.update(self.task, completed=step, **fields)
+        if self.live:
+            return
+        is_eval = row.get("val_bits_per_byte") is not None
+        if is_eval or (self.total and step - self.last_print >= max(1, self.total // 10)):
+            self.last_print = step
+            total = self.total or "?"
+            print(f"[{self.title}] step {step}/{total} loss {fields.get('loss', '-')} "
+                  f"{fields.get('speed', '')} val {fields.get('val', '-')} "
+                  f"elapsed {row.get('elapsed_s', 0):.0f}s", file=sys.stderr, flush=True)
+
+    def done(self, last_eval) -> None:
+        if self.enabled and last_eval is not None:
+            print(f"[{self.title}] held-out {last_eval.describe()}", file=sys.stderr, flush=True)

@@ -1,0 +1,451 @@
+"""The training loop: AR and masked diffusion share it; only the objective differs.
+
+AdamW, linear warm-up then cosine decay, gradient clipping and accumulation, bf16 autocast on
+CUDA, periodic held-out evaluation, metrics.csv + loss.png, a rich progress bar, atomic
+checkpoints and exact resume. Under ``torchrun`` it runs DDP (gloo on CPU, NCCL on CUDA): every
+rank takes its slice of the same global batch, so the result matches one process.
+
+    from dlm.train import TrainConfig, Trainer
+    result = Trainer(TrainConfig(kind="mdlm", preset="tiny", max_steps=200)).run()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..data.corpora import load_corpus
+from ..data.loader import EpochLoader, pack_documents, token_stream
+from ..data.tokenizer import Tokenizer, build_tokenizer
+from ..diffusion.likelihood import EvalResult, eval_chunks, evaluate
+from ..diffusion.objectives import attention_for, objective_for
+from ..errors import DLMError
+from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_model_dir, save_model_dir
+from ..models.presets import preset_config
+from ..models.transformer import Transformer
+from ..version import __version__
+from . import checkpoint as ckpt
+from .config import RESUME_OVERRIDABLE, TrainConfig
+from .metrics import append_csv, plot_losses, read_csv, write_csv
+
+CALIBRATION_STEPS = (5, 25)  # time steps 5..25 to size a --max-minutes schedule
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DLMError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DLMError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") \
+            from None
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
+    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio * lr`` at ``total``."""
+    warmup = cfg.warmup_steps if total is None else min(cfg.warmup_steps, max(1, total // 5))
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    if total is None:
+        return cfg.lr
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(
+        math.pi * progress)))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
+        self.callbacks = callbacks or []
+        self.dist = DistInfo.from_env()
+        if self.dist.world_size > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        self.device = pick_device(cfg.device, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.run_dir = Path(cfg.run_dir)
+        self.cfg, self.resuming = self._resolve_resume(cfg.validate())
+        cfg = self.cfg
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // self._local_world())
+        torch.set_num_threads(threads)
+
+        # -- data ---------------------------------------------------------------------------
+        self.corpus = load_corpus(cfg.data, cfg.text_field)
+        self.tokenizer = self._tokenizer()
+        self.net_config = preset_config(cfg.preset, self.tokenizer.vocab_size,
+                                        max_seq_len=cfg.seq_len, dropout=cfg.dropout)
+        self.seq_len = self.net_config.max_seq_len
+        train_tokens = self.tokenizer.encode_batch(self.corpus.train)
+        self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
+        sequences = pack_documents(train_tokens, self.tokenizer.eos_id, self.seq_len,
+                                   cfg.unique_tokens, shuffle_seed=cfg.seed)
+        self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, self.dist.rank,
+                                  self.dist.world_size)
+        val_stream = token_stream(self.tokenizer.encode_batch(self.corpus.validation),
+                                  self.tokenizer.eos_id)
+        self.val_chunks = eval_chunks(val_stream, self.seq_len, cfg.eval_tokens)
+        if len(self.val_chunks) == 0:
+            raise DLMError(f"held-out split of {cfg.data!r} is shorter than one sequence "
+                           f"({self.seq_len} tokens)")
+
+        # -- model, objective, optimizer ----------------------------------------------------
+        torch.manual_seed(cfg.seed)
+        self.network = Transformer(self.net_config).to(self.device)
+        self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule)
+        self.attn = attention_for(cfg.kind)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
+        self.optimizer = self._optimizer()
+        self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
+        self.rows: list[dict] = []
+        self.last_eval: EvalResult | None = None
+        if self.resuming:
+            self._load_checkpoint()
+        self.model = self.network
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model, device_ids=[self.device.index]
+                             if self.device.type == "cuda" else None)
+
+    # ---------------------------------------------------------------------------------------
+    # setup helpers
+
+    def _local_world(self) -> int:
+        return int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size))
+
+    def _resolve_resume(self, cfg: TrainConfig) -> tuple[TrainConfig, bool]:
+        if self.dist.is_main:
+            ckpt.recover(self.run_dir)
+        self._barrier()
+        if ckpt.has_checkpoint(self.run_dir):
+            if not cfg.resume:
+                raise DLMError(f"{self.run_dir} already holds a training run: pass --resume to "
+                               "continue it, or choose another --out")
+            saved = TrainConfig.from_dict(json.loads(
+                (self.run_dir / CONFIG_FILE).read_text())["train"])
+            given = cfg.to_dict()
+            merged = saved.to_dict()
+            for key in RESUME_OVERRIDABLE:
+                merged[key] = given[key]
+            return TrainConfig.from_dict(merged).validate(), True
+        leftovers = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
+        if leftovers == {"metrics.csv"} and self.dist.is_main:
+            (self.run_dir / "metrics.csv").unlink()  # a run stopped before its first checkpoint
+        elif leftovers:
+            raise DLMError(f"{self.run_dir} exists and is not a dlm run; choose another --out")
+        if cfg.resume and self.dist.is_main:
+            print(f"dlm: no checkpoint in {self.run_dir}; starting a new run", file=sys.stderr)
+        return cfg, False
+
+    def _tokenizer(self) -> Tokenizer:
+        if self.resuming:
+            config = json.loads((self.run_dir / CONFIG_FILE).read_text())
+            return Tokenizer.load(self.run_dir / TOKENIZER_FILE, config["tokenizer"])
+        if self.cfg.tokenizer != "bpe" or self.dist.world_size == 1:
+            return build_tokenizer(self.cfg.tokenizer, self.corpus.train, self.cfg.vocab_size)
+        # BPE under DDP: rank 0 trains it, every rank uses the very same file.
+        payload = [None]
+        if self.dist.is_main:
+            payload = [build_tokenizer("bpe", self.corpus.train, self.cfg.vocab_size).hf.to_str()]
+        dist.broadcast_object_list(payload, src=0)
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return Tokenizer(HFTokenizer.from_str(payload[0]), kind="bpe")
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        decay = [p for p in self.network.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.network.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=(0.9, self.cfg.beta2),
+                                 fused=fused)
+
+    def _planned_steps(self) -> int | None:
+        cfg = self.cfg
+        if cfg.max_steps is not None:
+            return cfg.max_steps
+        if cfg.epochs is not None:
+            return max(1, math.ceil(cfg.epochs * self.loader.num_sequences / cfg.batch_size))
+        return None  # sized from the measured speed (--max-minutes)
+
+    @property
+    def budget_s(self) -> float | None:
+        cfg = self.cfg
+        if cfg.max_minutes is not None:
+            return cfg.max_minutes * 60
+        if cfg.max_steps is None and cfg.epochs is None:
+            return 10 * 60.0
+        return None
+
+    def _barrier(self) -> None:
+        if self.dist.world_size > 1:
+            dist.barrier()
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ---------------------------------------------------------------------------------------
+    # checkpoints
+
+    def _model_config(self) -> dict:
+        cfg = self.cfg
+        tokens = self.step * cfg.batch_size * self.seq_len
+        return {
+            "kind": cfg.kind,
+            "dlm_version": __version__,
+            "objective": {"schedule": cfg.schedule} if cfg.kind == "mdlm" else {},
+            "data": {**self.corpus.summary(), "seq_len": self.seq_len,
+                     "train_stream_tokens": self.train_stream_tokens,
+                     "unique_tokens": self.loader.tokens_per_epoch,
+                     "unique_tokens_requested": cfg.unique_tokens,
+                     "tokens_seen": tokens, "epochs": self.loader.epochs_at(self.step),
+                     "eval_tokens": self.val_chunks.numel()},
+            "train": cfg.to_dict(),
+            "step": self.step,
+            "params": {"total": self.network.num_params(),
+                       "non_embedding": self.network.num_params(non_embedding=True)},
+            "eval": self.last_eval.to_dict() if self.last_eval else None,
+        }
+
+    def _rng_states(self) -> list[dict]:
+        mine = ckpt.rng_state(self.generator)
+        if self.dist.world_size == 1:
+            return [mine]
+        gathered: list = [None] * self.dist.world_size
+        dist.all_gather_object(gathered, mine)
+        return gathered
+
+    def save_checkpoint(self) -> None:
+        rngs = self._rng_states()  # every rank takes part in the gather
+        self._check_lockstep()
+        if self.dist.is_main:
+            state = {"step": self.step, "total_steps": self.total_steps,
+                     "elapsed_s": self.elapsed, "samples_seen": self.step * self.cfg.batch_size,
+                     "world_size": self.dist.world_size}
+
+            def write(tmp: Path) -> None:
+                save_model_dir(tmp, self.network, self.tokenizer, self._model_config())
+                write_csv(tmp / "metrics.csv", self.rows)
+                plot_losses(tmp / "loss.png", self.rows,
+                            f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
+                            "ELBO (nats/token)" if self.cfg.kind == "mdlm" else "NLL (nats/token)")
+                ckpt.save_train_state(tmp, state, self.optimizer, rngs)
+
+            ckpt.atomic_write_dir(self.run_dir, write)
+        self._barrier()
+
+    def _load_checkpoint(self) -> None:
+        network, _, config = load_model_dir(self.run_dir, device=self.device)
+        self.network.load_state_dict(network.state_dict())
+        state, optim, rng = ckpt.load_train_state(self.run_dir, self.dist.rank)
+        if state.get("world_size", 1) != self.dist.world_size:
+            raise DLMError(f"{self.run_dir} was trained with {state.get('world_size', 1)} "
+                           f"processes; resume it with the same number")
+        self.optimizer.load_state_dict(optim)
+        ckpt.set_rng_state(rng, self.generator)
+        self.step, self.total_steps = state["step"], state["total_steps"]
+        self.elapsed = state["elapsed_s"]
+        # rows logged after the checkpoint by the stopped run are dropped (they will be redone)
+        self.rows = [r for r in read_csv(self.run_dir / "metrics.csv") if r["step"] <= self.step]
+        if self.dist.is_main:
+            write_csv(self.run_dir / "metrics.csv", self.rows)
+        if config.get("eval"):
+            self.last_eval = EvalResult(**config["eval"])
+
+    def _check_lockstep(self) -> None:
+        """Under DDP every rank must hold bit-identical weights; fail loudly if not."""
+        if self.dist.world_size == 1:
+            return
+        fp = torch.stack([p.detach().double().sum() + p.detach().double().abs().sum()
+                          for p in self.network.parameters()]).sum().reshape(1).cpu()
+        allfp = [torch.zeros_like(fp) for _ in range(self.dist.world_size)]
+        dist.all_gather(allfp, fp)
+        if any(not torch.equal(allfp[0], f) for f in allfp[1:]):
+            raise RuntimeError(f"DDP ranks diverged at step {self.step}: {allfp}")
+
+    # ---------------------------------------------------------------------------------------
+    # the loop
+
+    def evaluate(self) -> EvalResult:
+        with self._autocast():
+            return evaluate(self.network, self.cfg.kind, self.val_chunks,
+                            self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
+                            bos_id=self.tokenizer.eos_id, t_samples=self.cfg.eval_t_samples,
+                            seed=0, batch_size=max(8, self.cfg.batch_size))
+
+    def _eval_row(self, row: dict) -> None:
+        result = None
+        if self.dist.is_main:
+            result = self.evaluate()
+            self.last_eval = result
+            row.update(val_nats_per_token=round(result.nats_per_token, 6),
+                       val_bits_per_byte=round(result.bits_per_byte, 6),
+                       val_se_bits_per_byte=round(result.se_bits_per_byte, 6))
+        self._barrier()
+
+    def train_step(self, step: int) -> float:
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg, self.total_steps)
+        batch = self.loader.batch(step).to(self.device)
+        micro = batch.chunk(cfg.grad_accum)
+        loss_sum = 0.0
+        for i, xb in enumerate(micro):
+            sync = i == len(micro) - 1 or self.dist.world_size == 1
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx, self._autocast():
+                out = self.objective(self.model, xb, generator=self.generator, attn=self.attn)
+                (out.loss / len(micro)).backward()
+            loss_sum += out.loss.item() / len(micro)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum
+
+    def _decide_total(self, t_step: float, t_eval: float) -> None:
+        """Size the LR schedule so the run (with its evals) fits the time budget."""
+        remaining = self.budget_s - self.elapsed - t_eval  # keep room for the final eval
+        per_step = t_step + t_eval / self.cfg.eval_every
+        total = self.step + max(1, int(0.97 * remaining / per_step))
+        if self.dist.world_size > 1:
+            t = torch.tensor([total], dtype=torch.long)
+            dist.broadcast(t, src=0)
+            total = int(t.item())
+        self.total_steps = total
+
+    def _time_up(self) -> bool:
+        up = self.budget_s is not None and self.elapsed >= self.budget_s
+        if self.dist.world_size > 1:  # every rank must stop at the same step
+            t = torch.tensor([int(up)])
+            dist.broadcast(t, src=0)
+            up = bool(t.item())
+        return up
+
+    def run(self) -> EvalResult:
+        """Train to the end of the plan, write the final checkpoint, return the final eval."""
+        from .progress import TrainProgress
+
+        cfg = self.cfg
+        tokens_per_step = cfg.batch_size * self.seq_len
+        progress = TrainProgress(enabled=cfg.progress and self.dist.is_main,
+                                 title=f"{cfg.kind} {cfg.preset}", total=self.total_steps,
+                                 start=self.step)
+        t_eval = 0.0
+        if self.step == 0:  # baseline point on the curve, and the eval cost for planning
+            t0 = time.perf_counter()
+            row = {"step": 0, "tokens": 0, "epoch": 0.0, "lr": 0.0, "elapsed_s": 0.0}
+            self._eval_row(row)
+            t_eval = time.perf_counter() - t0
+            self.elapsed += t_eval
+            self._log(row)
+        window, win_start, win_steps = 0.0, time.perf_counter(), 0
+        cal_from = self.step + CALIBRATION_STEPS[0]
+        cal_to = self.step + CALIBRATION_STEPS[1]
+        calib_t0 = 0.0
+        with progress:
+            while self.total_steps is None or self.step < self.total_steps:
+                t_start = time.perf_counter()
+                loss = self.train_step(self.step)
+                self.step += 1
+                self.elapsed += time.perf_counter() - t_start
+                window += loss
+                win_steps += 1
+                if self.total_steps is None:
+                    if self.step == cal_from:
+                        calib_t0 = self.elapsed
+                    elif self.step == cal_to:
+                        t_step = (self.elapsed - calib_t0) / (cal_to - cal_from)
+                        self._decide_total(t_step, t_eval)
+                        progress.set_total(self.total_steps)
+                row = None
+                last = self.total_steps is not None and self.step >= self.total_steps
+                if self.step % cfg.log_every == 0 or last:
+                    now = time.perf_counter()
+                    avg = self._all_mean(window / win_steps)
+                    row = {"step": self.step, "tokens": self.step * tokens_per_step,
+                           "epoch": round(self.loader.epochs_at(self.step), 4),
+                           "lr": lr_at(self.step - 1, cfg, self.total_steps),
+                           "train_loss": round(avg, 6),
+                           "tokens_per_s": round(win_steps * tokens_per_step / (now - win_start)),
+                           "elapsed_s": round(self.elapsed, 2)}
+                    window, win_start, win_steps = 0.0, now, 0
+                    if self.step % cfg.log_every == 0 and self._time_up():
+                        last = True
+                        self.total_steps = self.step
+                if last or self.step % cfg.eval_every == 0:
+                    row = row or {"step": self.step, "tokens": self.step * tokens_per_step,
+                                  "epoch": round(self.loader.epochs_at(self.step), 4),
+                                  "elapsed_s": round(self.elapsed, 2)}
+                    t0 = time.perf_counter()
+                    self._eval_row(row)
+                    self.elapsed += time.perf_counter() - t0
+                if row is not None:
+                    self._log(row)
+                    progress.update(self.step, row, self.last_eval)
+                for cb in self.callbacks:
+                    cb(self, self.step, row)
+                if last:
+                    break
+                if self.step % cfg.ckpt_every == 0:
+                    self.save_checkpoint()
+        self.save_checkpoint()
+        if self.dist.is_main:
+            progress.done(self.last_eval)
+        return self.last_eval
+
+    def _all_mean(self, value: float) -> float:
+        if self.dist.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item()) / self.dist.world_size
+
+    def _log(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            append_csv(self.run_dir / "metrics.csv", row)
+
+
+def train(cfg: TrainConfig, callbacks: list[Callable] | None = None) -> EvalResult:
+    """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation."""
+    trainer = Trainer(cfg, callbacks)
+    try:
+        return trainer.run()
+    finally:
+        if trainer.dist.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
