@@ -63,40 +63,48 @@ class MaskedDiffusionLoss:
             return stratified_times(n, generator, self.eps, device)
         return (self.eps + (1 - self.eps) * torch.rand(n, generator=generator)).to(device)
 
-    def corrupt(self, x0: Tensor, t: Tensor, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
-        """Mask each token of row i with probability 1 - alpha(t_i) -> (x_t, masked)."""
-        p_mask = self.schedule.mask_prob(t)[:, None]  # [B, 1]
-        u = torch.rand(x0.shape, generator=generator).to(x0.device)
-        masked = u < p_mask
+    def draw(self, n: int, seq_len: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """The randomness of one batch: times t [n] and uniforms u [n, seq_len] (on the CPU).
+
+        Drawn for the *global* batch from a generator seeded by the step, so a run's masks do
+        not depend on how many processes or micro-batches share the batch.
+        """
+        return {"t": self.sample_times(n, generator, "cpu"),
+                "u": torch.rand((n, seq_len), generator=generator)}
+
+    def corrupt(self, x0: Tensor, t: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Mask token j of row i where u_ij < 1 - alpha(t_i) -> (x_t, masked)."""
+        masked = u.to(x0.device) < self.schedule.mask_prob(t.to(x0.device))[:, None]
         return torch.where(masked, self.mask_id, x0), masked
 
     def nelbo_terms(self, logits: Tensor, x0: Tensor, masked: Tensor, t: Tensor) -> Tensor:
         """Per-token ELBO terms [B, T]: w(t) * CE at masked positions, 0 elsewhere."""
         ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")  # [B, T]
-        return torch.where(masked, ce * self.schedule.weight(t)[:, None], 0.0)
+        return torch.where(masked, ce * self.schedule.weight(t.to(ce.device))[:, None], 0.0)
 
-    def __call__(self, network, x0: Tensor, generator: torch.Generator | None = None,
-                 attn: Attention | None = None) -> LossOutput:
+    def __call__(self, network, x0: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
         B, T = x0.shape
-        t = self.sample_times(B, generator, x0.device)
-        xt, masked = self.corrupt(x0, t, generator)
+        noise = noise or self.draw(B, T, generator)
+        t = noise["t"].to(x0.device)
+        xt, masked = self.corrupt(x0, t, noise["u"])
         logits = network(xt, attn=attn or Attention.bidirectional())
         terms = self.nelbo_terms(logits, x0, masked, t)
         loss = terms.sum() / (B * T)
-        with torch.no_grad():
-            n_masked = masked.sum().clamp(min=1)
-            ce_masked = (F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
-                         * masked).sum() / n_masked
-        return LossOutput(loss, {"nelbo": loss.item(), "masked_ce": ce_masked.item(),
+        return LossOutput(loss, {"nelbo": loss.item(),
                                  "mask_frac": masked.float().mean().item()})
 
 
 class ARLoss:
     """Next-token prediction: position i predicts token i+1 (T-1 predictions per row)."""
 
-    def __call__(self, network, x0: Tensor, generator: torch.Generator | None = None,
-                 attn: Attention | None = None) -> LossOutput:
+    def draw(self, n: int, seq_len: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+        return {}  # deterministic given the batch
+
+    def __call__(self, network, x0: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
         logits = network(x0[:, :-1], attn=attn or Attention.causal())
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0[:, 1:].reshape(-1))
         return LossOutput(loss, {"nll": loss.item()})

@@ -81,6 +81,7 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
     positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # [B, total]
     pad_offset = (~prompt_valid).sum(1)  # [B]: canvas coordinates of a row start here
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    special = torch.tensor([mask_id, pad_id], device=device)
 
     shift = 1 if kind == "ar" else 0  # logits at slot i-1 predict slot i (AR)
     attn_kind = attention_for(kind)
@@ -109,7 +110,11 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
             # -- choose candidates and commit the best-scoring masked slots ------------------
             masked = canvas[:, start:end] == mask_id
             logits = filter_logits(logits, cfg.top_k, cfg.top_p)
-            x0 = sample_tokens(logits, cfg.temperature, generator)
+            # MASK and PAD are never candidates (a trained model gives them ~0 probability;
+            # this keeps "every slot gets a real token" true for any network). Confidences
+            # use the unsuppressed distribution, as LLaDA does.
+            x0 = sample_tokens(logits.index_fill(-1, special, NEG_INF), cfg.temperature,
+                               generator)
             scores = confidence(logits, x0, cfg.remasking, generator)
             scores = torch.where(masked, scores, NEG_INF)
             commit = select_top(scores, schedule[:, i])

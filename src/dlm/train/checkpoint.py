@@ -56,16 +56,16 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     return (Path(run_dir) / STATE_DIR / "state.json").is_file()
 
 
-def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "objective": generator.get_state()}
+def rng_state() -> dict[str, torch.Tensor]:
+    """The global RNG states (dropout draws from them; objective noise is seeded per step)."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(state["torch"])
-    generator.set_state(state["objective"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 

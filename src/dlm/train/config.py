@@ -22,6 +22,10 @@ def _f(default, help: str, **extra):
 class TrainConfig:
     kind: str = _f("mdlm", "model kind: ar (next-token) or mdlm (masked diffusion)", choices=KINDS)
     preset: str = _f("tiny", "model size: tiny | small | base", choices=("tiny", "small", "base"))
+    d_model: int | None = _f(None, "override the preset's width")
+    n_layers: int | None = _f(None, "override the preset's depth")
+    n_heads: int | None = _f(None, "override the preset's attention heads")
+    n_kv_heads: int | None = _f(None, "key/value heads (< n_heads = grouped-query attention)")
     data: str = _f("shakespeare", "corpus name (shakespeare, python-stdlib), hf:<name>, "
                    "or a local file/folder (.txt .md .py .jsonl)")
     text_field: str = _f("text", "field holding the text in .jsonl / HF datasets")
@@ -75,7 +79,8 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise DLMError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")
-        for name in ("max_steps", "unique_tokens", "seq_len", "threads"):
+        for name in ("max_steps", "unique_tokens", "seq_len", "threads", "d_model", "n_layers",
+                     "n_heads", "n_kv_heads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise DLMError(f"--{name.replace('_', '-')} must be >= 1 (got {value})")

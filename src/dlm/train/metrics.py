@@ -11,7 +11,7 @@ COLUMNS = ("step", "tokens", "epoch", "lr", "train_loss", "tokens_per_s", "elaps
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
 
@@ -19,7 +19,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def append_csv(path: Path, row: dict) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         if new:
             w.writeheader()
         w.writerow(row)

@@ -100,8 +100,13 @@ class Trainer:
         # -- data ---------------------------------------------------------------------------
         self.corpus = load_corpus(cfg.data, cfg.text_field)
         self.tokenizer = self._tokenizer()
-        self.net_config = preset_config(cfg.preset, self.tokenizer.vocab_size,
-                                        max_seq_len=cfg.seq_len, dropout=cfg.dropout)
+        try:
+            self.net_config = preset_config(
+                cfg.preset, self.tokenizer.vocab_size, max_seq_len=cfg.seq_len,
+                dropout=cfg.dropout, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
+        except ValueError as e:  # e.g. d_model not divisible by n_heads
+            raise DLMError(f"bad model shape: {e}") from None
         self.seq_len = self.net_config.max_seq_len
         train_tokens = self.tokenizer.encode_batch(self.corpus.train)
         self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
@@ -121,7 +126,6 @@ class Trainer:
         self.network = Transformer(self.net_config).to(self.device)
         self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule)
         self.attn = attention_for(cfg.kind)
-        self.generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.dist.rank)
         self.optimizer = self._optimizer()
         self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
         self.rows: list[dict] = []
@@ -241,7 +245,7 @@ class Trainer:
         }
 
     def _rng_states(self) -> list[dict]:
-        mine = ckpt.rng_state(self.generator)
+        mine = ckpt.rng_state()
         if self.dist.world_size == 1:
             return [mine]
         gathered: list = [None] * self.dist.world_size
@@ -250,11 +254,11 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         rngs = self._rng_states()  # every rank takes part in the gather
-        self._check_lockstep()
+        fingerprints = self._check_lockstep()
         if self.dist.is_main:
             state = {"step": self.step, "total_steps": self.total_steps,
                      "elapsed_s": self.elapsed, "samples_seen": self.step * self.cfg.batch_size,
-                     "world_size": self.dist.world_size}
+                     "world_size": self.dist.world_size, "rank_fingerprints": fingerprints}
 
             def write(tmp: Path) -> None:
                 save_model_dir(tmp, self.network, self.tokenizer, self._model_config())
@@ -275,7 +279,7 @@ class Trainer:
             raise DLMError(f"{self.run_dir} was trained with {state.get('world_size', 1)} "
                            f"processes; resume it with the same number")
         self.optimizer.load_state_dict(optim)
-        ckpt.set_rng_state(rng, self.generator)
+        ckpt.set_rng_state(rng)
         self.step, self.total_steps = state["step"], state["total_steps"]
         self.elapsed = state["elapsed_s"]
         # rows logged after the checkpoint by the stopped run are dropped (they will be redone)
@@ -285,16 +289,17 @@ class Trainer:
         if config.get("eval"):
             self.last_eval = EvalResult(**config["eval"])
 
-    def _check_lockstep(self) -> None:
-        """Under DDP every rank must hold bit-identical weights; fail loudly if not."""
-        if self.dist.world_size == 1:
-            return
+    def _check_lockstep(self) -> list[float]:
+        """A fingerprint of every rank's weights; under DDP they must be bit-identical."""
         fp = torch.stack([p.detach().double().sum() + p.detach().double().abs().sum()
                           for p in self.network.parameters()]).sum().reshape(1).cpu()
+        if self.dist.world_size == 1:
+            return [fp.item()]
         allfp = [torch.zeros_like(fp) for _ in range(self.dist.world_size)]
         dist.all_gather(allfp, fp)
         if any(not torch.equal(allfp[0], f) for f in allfp[1:]):
             raise RuntimeError(f"DDP ranks diverged at step {self.step}: {allfp}")
+        return [f.item() for f in allfp]
 
     # ---------------------------------------------------------------------------------------
     # the loop
@@ -321,13 +326,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr_at(step, cfg, self.total_steps)
         batch = self.loader.batch(step).to(self.device)
+        noise = self._noise(step, len(batch))
         micro = batch.chunk(cfg.grad_accum)
-        loss_sum = 0.0
+        loss_sum, row = 0.0, 0
         for i, xb in enumerate(micro):
             sync = i == len(micro) - 1 or self.dist.world_size == 1
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            part = {k: v[row:row + len(xb)] for k, v in noise.items()}
+            row += len(xb)
             with ctx, self._autocast():
-                out = self.objective(self.model, xb, generator=self.generator, attn=self.attn)
+                out = self.objective(self.model, xb, noise=part, attn=self.attn)
                 (out.loss / len(micro)).backward()
             loss_sum += out.loss.item() / len(micro)
         if cfg.grad_clip > 0:
@@ -335,6 +343,14 @@ class Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum
+
+    def _noise(self, step: int, local_rows: int) -> dict[str, torch.Tensor]:
+        """This rank's rows of the global batch's objective noise, a pure function of
+        (seed, step): identical for 1 or N processes, any grad_accum, and after a resume."""
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        noise = self.objective.draw(self.cfg.batch_size, self.seq_len, g)
+        first = self.dist.rank * local_rows
+        return {k: v[first:first + local_rows] for k, v in noise.items()}
 
     def _decide_total(self, t_step: float, t_eval: float) -> None:
         """Size the LR schedule so the run (with its evals) fits the time budget."""

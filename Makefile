@@ -1,0 +1,49 @@
+# make demo : set everything up, train the tiny masked diffusion model on Shakespeare, sample it
+# make test : set everything up, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dlm-installed
+# torch is installed before the package so that `torch>=2.4` never pulls a multi-GB CUDA build.
+# This machine has a CPU build of 2.13.0 on disk; elsewhere this spec takes torch from PyPI.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= runs/demo
+DEMO_MINUTES ?= 9
+DEMO_PROMPT ?= **ROMEO**
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	    echo "dlm: reusing the torch that $(PYTHON) already has (venv with system site-packages)"; \
+	    $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	fi
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "dlm: keeping the installed torch $$($(BIN)/python -c 'import torch; print(torch.__version__)')"; \
+	else \
+	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: setup
+	$(BIN)/dlm train --preset tiny --out $(DEMO_DIR) --max-minutes $(DEMO_MINUTES) --resume
+	$(BIN)/dlm sample $(DEMO_DIR) "$(DEMO_PROMPT)" --steps 128 --gen-length 256 --block-length 64 --animate
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,285 @@
+"""The ``dlm`` command: train | sample | eval | info.
+
+Flags of ``train`` and ``sample`` are generated from ``TrainConfig`` and ``SampleConfig`` (one
+definition per knob). A user mistake prints one line and exits 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .errors import DLMError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake in one line (plus where to look) and exits 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# flags from dataclasses
+
+
+def _flag_type(annotation: str):
+    base = annotation.replace(" | None", "").strip()
+    return {"int": int, "float": float, "str": str, "bool": bool, "list[str]": list}[base]
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per dataclass field; defaults are left to the dataclass (SUPPRESS), so the
+    parsed namespace holds only what the user typed."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        typ = _flag_type(f.type)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help", "")
+        if typ is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS,
+                                help=f"{help_text} (default: {'on' if default else 'off'})")
+        elif typ is list:
+            parser.add_argument(flag, action="append", default=argparse.SUPPRESS,
+                                metavar="TEXT", help=f"{help_text} (repeatable)")
+        else:
+            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS,
+                                choices=f.metadata.get("choices"),
+                                metavar=None if f.metadata.get("choices") else f.name.upper(),
+                                help=f"{help_text} (default: {default})")
+
+
+def given(ns: argparse.Namespace, cls) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(ns).items() if k in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_train(ns: argparse.Namespace) -> int:
+    from .models.formats import CONFIG_FILE
+    from .train import TrainConfig, train
+    from .train.checkpoint import has_checkpoint
+    from .train.config import RESUME_OVERRIDABLE
+
+    flags = given(ns, TrainConfig)
+    cfg = TrainConfig(**flags).validate()
+    run_dir = Path(cfg.run_dir)
+    if cfg.resume and has_checkpoint(run_dir):  # resuming: typed flags must agree with the run
+        saved = json.loads((run_dir / CONFIG_FILE).read_text()).get("train", {})
+        for key, value in flags.items():
+            if key not in RESUME_OVERRIDABLE and key in saved and saved[key] != value:
+                raise DLMError(f"--{key.replace('_', '-')} {value} differs from the run being "
+                               f"resumed ({saved[key]}); drop the flag or use another --out")
+    result = train(cfg)
+    if result is not None:
+        print(f"{run_dir}: {result.describe()}")
+    return 0
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    from . import load
+    from .sample.config import SampleConfig
+
+    model = load(ns.checkpoint, device=ns.device)
+    fields = given(ns, SampleConfig)
+    prompts = ns.prompt
+    out = model.generate(prompts if len(prompts) > 1 else prompts[0],
+                         trace=ns.animate or ns.trace_json is not None, **fields)
+    if ns.trace_json:
+        Path(ns.trace_json).write_text(out.trace.to_json())
+    texts = out.text if isinstance(out.text, list) else [out.text]
+    if ns.animate:
+        from .animate import animate
+
+        for row, (prompt, text) in enumerate(zip(prompts, texts)):
+            animate(out.trace.row(row), model.tokenizer, fps=ns.fps, final_text=prompt + text)
+    else:
+        for prompt, text in zip(prompts, texts):
+            print(prompt + text)
+            if len(prompts) > 1:
+                print("-" * 40)
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import load
+
+    results = []
+    for path in ns.checkpoints:
+        model = load(path, device=ns.device)
+        results.append((path, model.evaluate(ns.data, ns.eval_tokens, ns.t_samples, ns.seed)))
+    if ns.json:
+        print(json.dumps([{"checkpoint": p, **r.to_dict()} for p, r in results], indent=2))
+        return 0
+    table = Table(title="held-out loss (diffusion rows are upper bounds: -ELBO)")
+    for col in ("checkpoint", "kind", "bits/byte", "± MC s.e.", "nats/token", "bytes"):
+        table.add_column(col, justify="left" if col in ("checkpoint", "kind") else "right")
+    for path, r in results:
+        bound = "≤ " if r.upper_bound else ""
+        table.add_row(str(path), r.kind, f"{bound}{r.bits_per_byte:.4f}",
+                      f"{r.se_bits_per_byte:.4f}" if r.upper_bound else "exact",
+                      f"{bound}{r.nats_per_token:.4f}", str(r.n_bytes))
+    Console().print(table)
+    if len({r.n_bytes for _, r in results}) > 1:
+        print("note: the checkpoints were scored on different held-out bytes (different "
+              "data, tokenizer or context); compare bits/byte with care")
+    return 0
+
+
+def cmd_info(ns: argparse.Namespace) -> int:
+    from .models.formats import read_config
+
+    cfg = read_config(ns.checkpoint)
+    if ns.json:
+        print(json.dumps(cfg, indent=2))
+        return 0
+    m, tok, data, train = cfg["model"], cfg["tokenizer"], cfg.get("data", {}), cfg.get("train", {})
+    params = cfg.get("params", {})
+    lines = [
+        f"checkpoint   {ns.checkpoint}",
+        f"kind         {cfg['kind']}",
+        f"parameters   {params.get('total', '?'):,} total, "
+        f"{params.get('non_embedding', '?'):,} non-embedding"
+        if params else "parameters   ?",
+        f"network      d_model={m['d_model']} layers={m['n_layers']} heads={m['n_heads']} "
+        f"kv_heads={m['n_kv_heads']} d_ff={m['d_ff']} context={m['max_seq_len']} "
+        f"tied={m['tie_embeddings']}",
+        f"tokenizer    {tok.get('type')} vocab={tok['vocab_size']} mask={tok['mask_id']} "
+        f"eos={tok['eos_id']} pad={tok['pad_id']}",
+    ]
+    if data:
+        lines += [
+            f"data         {data.get('corpus')}: {data.get('train_docs')} train docs, "
+            f"{data.get('validation_docs')} held-out docs",
+            f"             unique training tokens {data.get('unique_tokens'):,} "
+            f"(stream {data.get('train_stream_tokens'):,}); seen {data.get('tokens_seen'):,} "
+            f"= {data.get('epochs', 0):.2f} epochs",
+        ]
+    if train:
+        lines.append(f"training     step {cfg.get('step')}; preset {train.get('preset')}, "
+                     f"batch {train.get('batch_size')}, lr {train.get('lr')}, "
+                     f"seed {train.get('seed')}")
+    if cfg.get("eval"):
+        from .diffusion.likelihood import EvalResult
+
+        lines.append(f"held-out     {EvalResult(**cfg['eval']).describe()}")
+    print("\n".join(lines))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser
+
+
+TRAIN_EXAMPLES = """examples:
+  dlm train --preset tiny --out runs/tiny                  # masked diffusion on Shakespeare
+  dlm train --kind ar --preset tiny --out runs/tiny-ar     # its autoregressive twin
+  dlm train --data python-stdlib --tokenizer bpe --vocab-size 8192 --max-minutes 30
+  dlm train --data notes/ --unique-tokens 65536 --epochs 50 --out runs/repeat
+  dlm train --out runs/tiny --resume                       # continue a stopped run
+  torchrun --nproc_per_node 2 -m dlm train --max-steps 2000   # DDP
+"""
+
+SAMPLE_EXAMPLES = """examples:
+  dlm sample runs/tiny "ROMEO:" --steps 64 --gen-length 128 --animate
+  dlm sample runs/tiny "First Citizen:" --block-length 32 --temperature 0.8 --seed 3
+  dlm sample runs/tiny "ROMEO:" "JULIET:" --remasking random     # a batch of prompts
+  dlm sample runs/tiny-ar "ROMEO:" --gen-length 200 --top-p 0.9 --temperature 0.8
+"""
+
+EVAL_EXAMPLES = """examples:
+  dlm eval runs/tiny                        # held-out bits/byte (an upper bound for mdlm)
+  dlm eval runs/tiny runs/tiny-ar           # AR and MDLM side by side on the same bytes
+  dlm eval runs/tiny --t-samples 64 --eval-tokens 131072 --json
+"""
+
+INFO_EXAMPLES = """examples:
+  dlm info runs/tiny
+  dlm info runs/tiny --json
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .sample.config import SampleConfig
+    from .train.config import TrainConfig
+    from .version import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = Parser(prog="dlm", formatter_class=fmt,
+                    description="Train, sample and evaluate diffusion language models.",
+                    epilog="run 'dlm COMMAND --help' for a command's flags and examples")
+    parser.add_argument("--version", action="version", version=f"dlm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train an AR or masked diffusion model",
+                       description="Train a model; the run directory is its checkpoint.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=fmt)
+    add_dataclass_flags(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text (optionally animated)",
+                       description="Generate after one or more prompts.",
+                       epilog=SAMPLE_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoint", help="run directory written by dlm train")
+    p.add_argument("prompt", nargs="+", help="prompt text (several = one batch)")
+    add_dataclass_flags(p, SampleConfig)
+    p.add_argument("--animate", action="store_true", help="replay the real denoising trace live")
+    p.add_argument("--fps", type=float, default=12.0, help="animation frames per second")
+    p.add_argument("--trace-json", metavar="FILE", help="write the full trace as JSON")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="held-out bits/byte of one or more checkpoints",
+                       description="Held-out loss in nats/token and bits/byte. For masked "
+                       "diffusion the number is the negative ELBO, an upper bound, estimated "
+                       "with a fixed number of mask draws and a fixed seed (± its Monte-Carlo "
+                       "standard error).", epilog=EVAL_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoints", nargs="+", help="run directories")
+    p.add_argument("--data", help="corpus to take the held-out split from (default: training's)")
+    p.add_argument("--eval-tokens", type=int, help="held-out tokens (default: as in training)")
+    p.add_argument("--t-samples", type=int, help="mask draws per chunk for mdlm (default: as "
+                   "in training)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask draws")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("info", help="what a checkpoint holds",
+                       description="Kind, parameter counts, tokenizer, data and training "
+                       "summary of a checkpoint.", epilog=INFO_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoint", help="run directory")
+    p.add_argument("--json", action="store_true", help="print the whole config.json")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except DLMError as e:
+        print(f"dlm {ns.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"dlm {ns.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
