@@ -18,7 +18,7 @@ MASK = 7
 
 
 def exact_nelbo(net, x: list[int]) -> float:
-    """-ELBO = sum over non-empty mask sets M of  (m-1)!(L-m)!/L!  * sum_{i in M} -log p(x_i | x_-M).
+    """-ELBO = sum over mask sets M != {} of (m-1)!(L-m)!/L! * sum_{i in M} -log p(x_i | x_-M).
 
     (The integral over t of (1/t) * t^m (1-t)^(L-m) is the Beta function B(m, L-m+1).)
     """

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from dlm.errors import DLMError
 from dlm.train import checkpoint as ckpt
-from dlm.train.trainer import lr_at
 from dlm.train.config import TrainConfig
+from dlm.train.trainer import lr_at
 from tests.conftest import train_tiny
 
 LOSS_COLUMNS = ("step", "tokens", "epoch", "lr", "train_loss", "val_nats_per_token",

@@ -25,8 +25,14 @@ from torch import Tensor
 from ..diffusion.objectives import attention_for
 from ..errors import DLMError
 from .config import SampleConfig
-from .strategies import NEG_INF, confidence, filter_logits, num_transfer_tokens, \
-    sample_tokens, select_top
+from .strategies import (
+    NEG_INF,
+    confidence,
+    filter_logits,
+    num_transfer_tokens,
+    sample_tokens,
+    select_top,
+)
 from .trace import Trace, TraceStep
 
 

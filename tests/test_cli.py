@@ -1,0 +1,97 @@
+"""The dlm command: every user mistake is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dlm.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dlm(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "dlm", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert pattern in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["train", "--preset", "huge"], "invalid choice: 'huge'"),
+    (["train", "--data", "/no/such/corpus"], "unknown corpus"),
+    (["train", "--lr", "fast"], "invalid float value"),
+    (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["sample", "/no/such/run", "hi"], "not a directory"),
+    (["eval", "/no/such/run"], "not a directory"),
+    (["info", "/no/such/run"], "not a directory"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_are_one_line(args, pattern):
+    assert_one_line_error(dlm(*args), pattern)
+
+
+def test_not_a_checkpoint_dir(tmp_path):
+    assert_one_line_error(dlm("info", str(tmp_path)), "not a dlm checkpoint")
+
+
+def test_sample_errors(trained):
+    run = str(trained["mdlm"])
+    assert_one_line_error(dlm("sample", run, "x" * 100, "--gen-length", "32"), "context")
+    assert_one_line_error(dlm("sample", run, "hi", "--steps", "0"), "steps must be >= 1")
+    assert_one_line_error(dlm("sample", run, "hi", "--remasking", "nope"), "invalid choice")
+    assert_one_line_error(dlm("sample", run, "hi", "--gen-length", "30", "--block-length", "8"),
+                          "multiple of block_length")
+
+
+def test_resume_with_conflicting_flags(trained):
+    assert_one_line_error(dlm("train", "--out", str(trained["mdlm"]), "--resume", "--lr", "0.5"),
+                          "differs from the run being resumed")
+
+
+def test_every_command_has_help_with_examples(capsys):
+    for cmd in ("train", "sample", "eval", "info"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "examples:" in out and f"dlm {cmd}" in out
+
+
+def test_sample_eval_info_end_to_end(trained, capsys, tmp_path):
+    run, ar = str(trained["mdlm"]), str(trained["ar"])
+    trace = tmp_path / "trace.json"
+    assert main(["sample", run, "ROMEO", "--steps", "8", "--gen-length", "16",
+                 "--trace-json", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ROMEO")
+    t = json.loads(trace.read_text())
+    assert len(t["steps"]) == 8 and t["gen_length"] == 16
+    assert main(["sample", run, "ROMEO", "--steps", "8", "--gen-length", "16", "--animate"]) == 0
+    out = capsys.readouterr().out
+    assert "step 8/8" in out and "final text" in out
+
+    assert main(["eval", run, ar, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in rows] == ["mdlm", "ar"]
+    assert rows[0]["n_bytes"] == rows[1]["n_bytes"]  # the same held-out bytes
+    assert rows[0]["upper_bound"] and not rows[1]["upper_bound"]
+    assert main(["eval", run, ar]) == 0
+    assert "upper bound" in capsys.readouterr().out
+
+    assert main(["info", run]) == 0
+    out = capsys.readouterr().out
+    assert "kind         mdlm" in out and "mask=256" in out and "held-out" in out
