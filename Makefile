@@ -9,7 +9,8 @@ STAMP  := $(VENV)/.dlm-installed
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= runs/demo
 DEMO_MINUTES ?= 9
-DEMO_PROMPT ?= **ROMEO**
+# The prompt ends where a new speaker starts, so the sample shows a name and verse lines.
+DEMO_PROMPT ?= **JULIET**  \nRomeo, Romeo!  \n\n**
 
 .PHONY: setup demo test lint bench clean
 
@@ -34,7 +35,8 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(BIN)/dlm train --preset tiny --out $(DEMO_DIR) --max-minutes $(DEMO_MINUTES) --resume
-	$(BIN)/dlm sample $(DEMO_DIR) "$(DEMO_PROMPT)" --steps 128 --gen-length 256 --block-length 64 --animate
+	$(BIN)/dlm sample $(DEMO_DIR) "$$(printf '$(DEMO_PROMPT)')" --gen-length 96 --steps 96 \
+	  --block-length 24 --temperature 0.8 --seed 0 --animate
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -38,7 +38,7 @@ from . import checkpoint as ckpt
 from .config import RESUME_OVERRIDABLE, TrainConfig
 from .metrics import append_csv, plot_losses, read_csv, write_csv
 
-CALIBRATION_STEPS = (5, 25)  # time steps 5..25 to size a --max-minutes schedule
+CALIBRATION_STEPS = (10, 60)  # time steps 10..60 to size a --max-minutes schedule
 
 
 @dataclass
