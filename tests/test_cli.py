@@ -39,6 +39,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> No
     (["eval", "/no/such/run"], "not a directory"),
     (["info", "/no/such/run"], "not a directory"),
     (["frobnicate"], "invalid choice"),
+    (["sample", "/no/such/run", "hi", "--device", "banana"], "is not a device"),
 ])
 def test_user_mistakes_are_one_line(args, pattern):
     assert_one_line_error(dlm(*args), pattern)
@@ -55,6 +56,11 @@ def test_sample_errors(trained):
     assert_one_line_error(dlm("sample", run, "hi", "--remasking", "nope"), "invalid choice")
     assert_one_line_error(dlm("sample", run, "hi", "--gen-length", "30", "--block-length", "8"),
                           "multiple of block_length")
+
+
+def test_eval_errors(trained):
+    assert_one_line_error(dlm("eval", str(trained["mdlm"]), "--t-samples", "0"), "t_samples")
+    assert_one_line_error(dlm("eval", str(trained["mdlm"]), "--data", "/nope"), "unknown corpus")
 
 
 def test_resume_with_conflicting_flags(trained):

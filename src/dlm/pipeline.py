@@ -19,6 +19,7 @@ from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
 from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
+from .devices import resolve_device
 from .errors import DLMError
 from .models.formats import load_model_dir, save_model_dir
 from .models.transformer import Transformer
@@ -110,8 +111,11 @@ class Model:
             raise DLMError("this checkpoint does not say what it was trained on: pass --data")
         corpus = load_corpus(data, text_field or train_cfg.get("text_field", "text"))
         stream = token_stream(self.tokenizer.encode_batch(corpus.validation), self.eos_id)
-        chunks = eval_chunks(stream, self.max_seq_len,
-                             eval_tokens or train_cfg.get("eval_tokens", 32768))
+        if eval_tokens is None:
+            eval_tokens = train_cfg.get("eval_tokens", 32768)
+        if t_samples is None:
+            t_samples = train_cfg.get("eval_t_samples", 8)
+        chunks = eval_chunks(stream, self.max_seq_len, eval_tokens)
         if len(chunks) == 0:
             raise DLMError(f"held-out split of {data!r} is shorter than one chunk")
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" \
@@ -119,7 +123,7 @@ class Model:
         with autocast:
             return evaluate(self.network, self.kind, chunks, self.tokenizer.token_bytes,
                             mask_id=self.mask_id, bos_id=self.eos_id,
-                            t_samples=t_samples or train_cfg.get("eval_t_samples", 8),
+                            t_samples=t_samples,
                             seed=seed, batch_size=batch_size)
 
     def save(self, path: str | Path) -> None:
@@ -130,7 +134,5 @@ class Model:
 
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype | None = None) -> Model:
     """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``)."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    network, tokenizer, config = load_model_dir(path, device=device, dtype=dtype)
+    network, tokenizer, config = load_model_dir(path, device=resolve_device(device), dtype=dtype)
     return Model(network, tokenizer, config)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import DLMError
 from ..models.transformer import Attention
 
 LN2 = math.log(2.0)
@@ -120,6 +121,10 @@ def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed
 def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mask_id: int,
              bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32) -> EvalResult:
     """Held-out loss of a network on fixed chunks, in nats/token and bits/byte."""
+    if t_samples < 1:
+        raise DLMError(f"t_samples must be >= 1 (got {t_samples})")
+    if len(chunks) == 0:
+        raise DLMError("no held-out chunks to evaluate on")
     was_training = network.training
     network.eval()
     try:

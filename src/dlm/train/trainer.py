@@ -29,6 +29,7 @@ from ..data.loader import EpochLoader, pack_documents, token_stream
 from ..data.tokenizer import Tokenizer, build_tokenizer
 from ..diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from ..diffusion.objectives import attention_for, objective_for
+from ..devices import resolve_device
 from ..errors import DLMError
 from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_model_dir, save_model_dir
 from ..models.presets import preset_config
@@ -57,18 +58,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DLMError(f"--device {name}: CUDA is not available on this machine")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise DLMError(f"--device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") \
-            from None
-
-
 def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
     """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio * lr`` at ``total``."""
     warmup = cfg.warmup_steps if total is None else min(cfg.warmup_steps, max(1, total // 5))
@@ -88,7 +77,7 @@ class Trainer:
         if self.dist.world_size > 1 and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend)
-        self.device = pick_device(cfg.device, self.dist.local_rank)
+        self.device = resolve_device(cfg.device, self.dist.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.run_dir = Path(cfg.run_dir)
