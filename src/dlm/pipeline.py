@@ -18,8 +18,8 @@ import torch
 from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
-from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from .devices import resolve_device
+from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from .errors import DLMError
 from .models.formats import load_model_dir, save_model_dir
 from .models.transformer import Transformer

@@ -27,9 +27,9 @@ import torch.distributed as dist
 from ..data.corpora import load_corpus
 from ..data.loader import EpochLoader, pack_documents, token_stream
 from ..data.tokenizer import Tokenizer, build_tokenizer
+from ..devices import resolve_device
 from ..diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from ..diffusion.objectives import attention_for, objective_for
-from ..devices import resolve_device
 from ..errors import DLMError
 from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_model_dir, save_model_dir
 from ..models.presets import preset_config
