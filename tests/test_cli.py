@@ -35,6 +35,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, pattern: str) -> No
     (["train", "--data", "/no/such/corpus"], "unknown corpus"),
     (["train", "--lr", "fast"], "invalid float value"),
     (["train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["train", "--beta2", "1.5"], "--beta2 must be in (0, 1)"),
     (["sample", "/no/such/run", "hi"], "not a directory"),
     (["eval", "/no/such/run"], "not a directory"),
     (["info", "/no/such/run"], "not a directory"),
@@ -56,6 +57,8 @@ def test_sample_errors(trained):
     assert_one_line_error(dlm("sample", run, "hi", "--remasking", "nope"), "invalid choice")
     assert_one_line_error(dlm("sample", run, "hi", "--gen-length", "30", "--block-length", "8"),
                           "multiple of block_length")
+    assert_one_line_error(dlm("sample", run, "hi", "--trace-json", "/no/such/dir/t.json"),
+                          "folder does not exist")
 
 
 def test_eval_errors(trained):

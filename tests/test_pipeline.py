@@ -18,6 +18,13 @@ def test_load_and_contract_names(trained):
     assert (model.mask_id, model.eos_id) == (256, 257)
 
 
+def test_loaded_ar_network_defaults_to_causal(trained):
+    net = dlm.load(trained["ar"]).network
+    ids = torch.randint(0, 256, (1, 12))
+    assert torch.equal(net(ids), net(ids, attn=Attention.causal()))
+    assert not torch.allclose(net(ids), net(ids, attn=Attention.bidirectional()))
+
+
 def test_generate_str_and_list(trained):
     for kind in ("mdlm", "ar"):
         model = dlm.load(trained[kind])

@@ -67,7 +67,7 @@ def given(ns: argparse.Namespace, cls) -> dict:
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
-    from .models.formats import CONFIG_FILE
+    from .models.formats import read_config
     from .train import TrainConfig, train
     from .train.checkpoint import has_checkpoint
     from .train.config import RESUME_OVERRIDABLE
@@ -76,7 +76,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     cfg = TrainConfig(**flags).validate()
     run_dir = Path(cfg.run_dir)
     if cfg.resume and has_checkpoint(run_dir):  # resuming: typed flags must agree with the run
-        saved = json.loads((run_dir / CONFIG_FILE).read_text()).get("train", {})
+        saved = read_config(run_dir).get("train", {})
         for key, value in flags.items():
             if key not in RESUME_OVERRIDABLE and key in saved and saved[key] != value:
                 raise DLMError(f"--{key.replace('_', '-')} {value} differs from the run being "
@@ -91,6 +91,8 @@ def cmd_sample(ns: argparse.Namespace) -> int:
     from . import load
     from .sample.config import SampleConfig
 
+    if ns.trace_json and not Path(ns.trace_json).resolve().parent.is_dir():
+        raise DLMError(f"--trace-json {ns.trace_json}: the folder does not exist")
     model = load(ns.checkpoint, device=ns.device)
     fields = given(ns, SampleConfig)
     prompts = ns.prompt
@@ -275,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         return ns.func(ns)
     except DLMError as e:
         print(f"dlm {ns.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # unreadable input, unwritable output, full disk: say it in one line
+        print(f"dlm {ns.command}: error: {e.strerror or e}"
+              + (f": {e.filename}" if e.filename else ""), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"dlm {ns.command}: interrupted", file=sys.stderr)

@@ -17,4 +17,6 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
             from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DLMError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:  # "cuda" under torchrun: one GPU a rank
+        device = torch.device("cuda", local_rank)
     return device

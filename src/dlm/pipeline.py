@@ -20,6 +20,7 @@ from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
 from .devices import resolve_device
 from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
+from .diffusion.objectives import attention_for
 from .errors import DLMError
 from .models.formats import load_model_dir, save_model_dir
 from .models.transformer import Transformer
@@ -113,6 +114,8 @@ class Model:
         stream = token_stream(self.tokenizer.encode_batch(corpus.validation), self.eos_id)
         if eval_tokens is None:
             eval_tokens = train_cfg.get("eval_tokens", 32768)
+        if eval_tokens < 1:
+            raise DLMError(f"eval_tokens must be >= 1 (got {eval_tokens})")
         if t_samples is None:
             t_samples = train_cfg.get("eval_t_samples", 8)
         chunks = eval_chunks(stream, self.max_seq_len, eval_tokens)
@@ -135,4 +138,5 @@ class Model:
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype | None = None) -> Model:
     """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``)."""
     network, tokenizer, config = load_model_dir(path, device=resolve_device(device), dtype=dtype)
+    network.default_attention = attention_for(config["kind"])
     return Model(network, tokenizer, config)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_gloo_processes_train_in_lockstep(tmp_path, small_corpus, kind):
     flags = dict(kind=kind, d_model=32, n_layers=2, n_heads=4, seq_len=64, batch_size=8,
                  max_steps=12, eval_every=6, ckpt_every=6, eval_tokens=512, eval_t_samples=2,
-                 warmup_steps=3, threads=1)
+                 warmup_steps=3, threads=1, grad_accum=2)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "dlm", "train", "--data", str(small_corpus), "--out", str(tmp_path / "ddp"),
            "--no-progress", "--device", "cpu"]

@@ -77,6 +77,24 @@ def test_existing_run_needs_resume_and_resume_of_nothing_starts_fresh(tmp_path, 
         train_tiny(tmp_path / "junk", small_corpus, max_steps=5)
 
 
+def test_grad_accumulation_matches_one_big_batch(tmp_path, small_corpus):
+    train_tiny(tmp_path / "one", small_corpus, max_steps=6, eval_every=100)
+    train_tiny(tmp_path / "acc", small_corpus, max_steps=6, eval_every=100, grad_accum=4)
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "acc")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=2e-4, atol=2e-5)
+
+
+def test_checkpoints_keep_the_users_files(tmp_path, small_corpus):
+    train_tiny(tmp_path / "r", small_corpus, max_steps=5, eval_every=5)
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    (tmp_path / "r" / "samples").mkdir()
+    (tmp_path / "r" / "samples" / "a.json").write_text("{}")
+    train_tiny(tmp_path / "r", small_corpus, max_steps=5, eval_every=5, resume=True)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "r" / "samples" / "a.json").exists()
+
+
 def test_atomic_swap_recovers_from_a_crash_between_renames(tmp_path):
     target = tmp_path / "run"
     ckpt.atomic_write_dir(target, lambda d: (d / "v").write_text("1"))
@@ -120,10 +138,13 @@ def test_lr_schedule_shape():
     assert lr_at(100, cfg, 100) == pytest.approx(0.1)
     assert lr_at(55, cfg, 100) == pytest.approx(0.55)
     assert lr_at(5000, cfg, None) == 1.0  # before the time budget fixed the length
+    timed = TrainConfig(lr=1.0, warmup_steps=100, max_minutes=1)
+    assert lr_at(59, timed, None) == pytest.approx(lr_at(59, timed, 200))  # no jump once sized
 
 
 def test_bad_config_values():
     for bad in (dict(batch_size=0), dict(lr=-1.0), dict(batch_size=10, grad_accum=3),
-                dict(dropout=1.5), dict(max_minutes=0)):
+                dict(dropout=1.5), dict(max_minutes=0), dict(beta2=1.5),
+                dict(weight_decay=-1.0), dict(tokenizer="bpe", vocab_size=100)):
         with pytest.raises(DLMError):
             TrainConfig(**bad).validate()

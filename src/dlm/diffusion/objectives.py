@@ -31,6 +31,8 @@ def attention_for(kind: str, block_size: int | None = None) -> Attention:
     if kind == "mdlm":
         return Attention.bidirectional()
     if kind == "bd3lm":
+        if not block_size or block_size < 1:
+            raise DLMError("bd3lm needs a positive block size")
         return Attention.block_causal(block_size)
     raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
 

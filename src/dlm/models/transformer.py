@@ -255,6 +255,8 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
+        # What ``forward`` uses when no spec is passed; a loaded AR model sets it to causal.
+        self.default_attention = Attention.bidirectional()
         self.apply(self._init_weights)
         # GPT-2's trick: scale the projections that write into the residual stream so its
         # variance does not grow with depth.
@@ -283,11 +285,12 @@ class Transformer(nn.Module):
                 positions: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
         """input_ids [B, T] -> logits [B, T, V] (float32).
 
-        attn defaults to bidirectional. positions [B|1, T] are RoPE positions (default: slot
+        attn defaults to ``self.default_attention`` (bidirectional unless the model kind set it;
+        AR checkpoints load as causal). positions [B|1, T] are RoPE positions (default: slot
         index, continuing after the cache). With a cache, the new tokens attend to the cached
         ones plus themselves under the same spec.
         """
-        attn = attn or Attention.bidirectional()
+        attn = attn or self.default_attention
         B, T = input_ids.shape
         offset = cache.length if cache is not None else 0
         q_index = torch.arange(offset, offset + T, device=input_ids.device)

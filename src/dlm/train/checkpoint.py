@@ -38,8 +38,41 @@ def recover(target: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in [*sorted(root.rglob("*"), reverse=True), root]:
+        _fsync(path)
+
+
+def _carry_over(old: Path, new: Path) -> None:
+    """Hard-link into ``new`` whatever the user put in ``old`` that a checkpoint doesn't write
+    (notes, exported traces): a checkpoint never deletes files it does not own."""
+    for entry in old.iterdir():
+        dest = new / entry.name
+        if dest.exists() or entry.name == STATE_DIR:
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, dest, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, dest)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_dir)``, then replace ``target`` by it with renames."""
+    """Call ``write(tmp_dir)``, flush it to disk, then replace ``target`` by it with renames."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = _siblings(target)
@@ -47,8 +80,12 @@ def atomic_write_dir(target: str | Path, write: Callable[[Path], None]) -> None:
     tmp.mkdir()
     write(tmp)
     if target.exists():
+        _carry_over(target, tmp)
+    _fsync_tree(tmp)
+    if target.exists():
         os.rename(target, old)
     os.rename(tmp, target)
+    _fsync(target.parent)  # make the renames durable
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -45,7 +45,9 @@ class TrainConfig:
     schedule: str = _f("linear", "masking schedule alpha(t) for mdlm: linear | cosine")
     max_steps: int | None = _f(None, "optimizer steps to train")
     max_minutes: float | None = _f(None, "wall-clock budget; alone, it sizes the LR schedule "
-                                   "from the measured speed (default 10 when no other limit)")
+                                   "from the measured speed (default 10 when no other limit); "
+                                   "on --resume it only moves the hard stop, the schedule's "
+                                   "length stays as measured")
     epochs: float | None = _f(None, "passes over the (unique) training tokens")
     unique_tokens: int | None = _f(None, "train only on the first N tokens of the shuffled "
                                    "training stream (repeated for --epochs)")
@@ -88,6 +90,18 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise DLMError(f"--{name.replace('_', '-')} must be > 0 (got {value})")
+        if not 0 < self.beta2 < 1:
+            raise DLMError(f"--beta2 must be in (0, 1) (got {self.beta2})")
+        if self.weight_decay < 0:
+            raise DLMError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise DLMError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
+        if self.warmup_steps < 0:
+            raise DLMError(f"--warmup-steps must be >= 0 (got {self.warmup_steps})")
+        if self.grad_clip < 0:
+            raise DLMError(f"--grad-clip must be >= 0 (got {self.grad_clip})")
+        if self.tokenizer == "bpe" and self.vocab_size < 260:
+            raise DLMError(f"--vocab-size must be at least 260 for bpe (got {self.vocab_size})")
         if self.lr <= 0:
             raise DLMError(f"--lr must be > 0 (got {self.lr})")
         if not 0 <= self.dropout < 1:

@@ -59,8 +59,15 @@ class DistInfo:
 
 
 def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
-    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio * lr`` at ``total``."""
-    warmup = cfg.warmup_steps if total is None else min(cfg.warmup_steps, max(1, total // 5))
+    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio * lr`` at ``total``.
+
+    A plan known from the config (--max-steps, --epochs) shortens the warm-up to at most a fifth
+    of the run; a time-sized plan (learned after the first steps) keeps it, so the rate never
+    jumps when the length becomes known.
+    """
+    warmup = cfg.warmup_steps
+    if total is not None and (cfg.max_steps is not None or cfg.epochs is not None):
+        warmup = min(warmup, max(1, total // 5))
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     if total is None:
@@ -75,8 +82,10 @@ class Trainer:
         self.callbacks = callbacks or []
         self.dist = DistInfo.from_env()
         if self.dist.world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
-            dist.init_process_group(backend)
+            # gloo carries the small CPU tensors (loss means, stop flags, fingerprints); NCCL
+            # the gradients when the model is on GPUs.
+            cuda = torch.cuda.is_available() and cfg.device != "cpu"
+            dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
         self.device = resolve_device(cfg.device, self.dist.local_rank)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -113,6 +122,7 @@ class Trainer:
         # -- model, objective, optimizer ----------------------------------------------------
         torch.manual_seed(cfg.seed)
         self.network = Transformer(self.net_config).to(self.device)
+        self.network.default_attention = attention_for(cfg.kind)
         self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule)
         self.attn = attention_for(cfg.kind)
         self.optimizer = self._optimizer()
@@ -152,11 +162,12 @@ class Trainer:
                 merged[key] = given[key]
             return TrainConfig.from_dict(merged).validate(), True
         leftovers = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
-        if leftovers == {"metrics.csv"} and self.dist.is_main:
-            (self.run_dir / "metrics.csv").unlink()  # a run stopped before its first checkpoint
+        if leftovers == {"metrics.csv"}:  # a run stopped before its first checkpoint
+            if self.dist.is_main:
+                (self.run_dir / "metrics.csv").unlink()
         elif leftovers:
             raise DLMError(f"{self.run_dir} exists and is not a dlm run; choose another --out")
-        if cfg.resume and self.dist.is_main:
+        if cfg.resume and self.dist.is_main and self.run_dir.exists():
             print(f"dlm: no checkpoint in {self.run_dir}; starting a new run", file=sys.stderr)
         return cfg, False
 
@@ -205,6 +216,23 @@ class Trainer:
         if self.dist.world_size > 1:
             dist.barrier()
 
+    def _main_only(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on rank 0 while the others wait; if it fails, every rank raises (instead
+        of the others hanging in the next collective)."""
+        error = None
+        if self.dist.is_main:
+            try:
+                fn()
+            except Exception as e:  # re-raised below, on every rank
+                error = e
+        if self.dist.world_size > 1:
+            flag = torch.tensor([int(error is not None)])
+            dist.broadcast(flag, src=0)
+            if flag.item() and error is None:
+                raise RuntimeError("rank 0 failed (see its error above); stopping this rank")
+        if error is not None:
+            raise error
+
     def _autocast(self):
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -244,21 +272,19 @@ class Trainer:
     def save_checkpoint(self) -> None:
         rngs = self._rng_states()  # every rank takes part in the gather
         fingerprints = self._check_lockstep()
-        if self.dist.is_main:
-            state = {"step": self.step, "total_steps": self.total_steps,
-                     "elapsed_s": self.elapsed, "samples_seen": self.step * self.cfg.batch_size,
-                     "world_size": self.dist.world_size, "rank_fingerprints": fingerprints}
+        state = {"step": self.step, "total_steps": self.total_steps, "elapsed_s": self.elapsed,
+                 "samples_seen": self.step * self.cfg.batch_size,
+                 "world_size": self.dist.world_size, "rank_fingerprints": fingerprints}
 
-            def write(tmp: Path) -> None:
-                save_model_dir(tmp, self.network, self.tokenizer, self._model_config())
-                write_csv(tmp / "metrics.csv", self.rows)
-                plot_losses(tmp / "loss.png", self.rows,
-                            f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
-                            "ELBO (nats/token)" if self.cfg.kind == "mdlm" else "NLL (nats/token)")
-                ckpt.save_train_state(tmp, state, self.optimizer, rngs)
+        def write(tmp: Path) -> None:
+            save_model_dir(tmp, self.network, self.tokenizer, self._model_config())
+            write_csv(tmp / "metrics.csv", self.rows)
+            plot_losses(tmp / "loss.png", self.rows,
+                        f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
+                        "ELBO (nats/token)" if self.cfg.kind == "mdlm" else "NLL (nats/token)")
+            ckpt.save_train_state(tmp, state, self.optimizer, rngs)
 
-            ckpt.atomic_write_dir(self.run_dir, write)
-        self._barrier()
+        self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
 
     def _load_checkpoint(self) -> None:
         network, _, config = load_model_dir(self.run_dir, device=self.device)
@@ -273,6 +299,7 @@ class Trainer:
         self.elapsed = state["elapsed_s"]
         # rows logged after the checkpoint by the stopped run are dropped (they will be redone)
         self.rows = [r for r in read_csv(self.run_dir / "metrics.csv") if r["step"] <= self.step]
+        self._barrier()  # every rank has read the file before rank 0 rewrites it
         if self.dist.is_main:
             write_csv(self.run_dir / "metrics.csv", self.rows)
         if config.get("eval"):
@@ -301,14 +328,14 @@ class Trainer:
                             seed=0, batch_size=max(8, self.cfg.batch_size))
 
     def _eval_row(self, row: dict) -> None:
-        result = None
-        if self.dist.is_main:
+        def run_eval() -> None:
             result = self.evaluate()
             self.last_eval = result
             row.update(val_nats_per_token=round(result.nats_per_token, 6),
                        val_bits_per_byte=round(result.bits_per_byte, 6),
                        val_se_bits_per_byte=round(result.se_bits_per_byte, 6))
-        self._barrier()
+
+        self._main_only(run_eval)
 
     def train_step(self, step: int) -> float:
         cfg = self.cfg
@@ -325,8 +352,9 @@ class Trainer:
             row += len(xb)
             with ctx, self._autocast():
                 out = self.objective(self.model, xb, noise=part, attn=self.attn)
-                (out.loss / len(micro)).backward()
-            loss_sum += out.loss.item() / len(micro)
+                weight = len(xb) / len(batch)  # micro-batches may be unequal in size
+                (out.loss * weight).backward()
+            loss_sum += out.loss.item() * weight
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), cfg.grad_clip)
         self.optimizer.step()
