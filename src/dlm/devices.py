@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import DLMError
@@ -20,3 +22,10 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if device.type == "cuda" and device.index is None:  # "cuda" under torchrun: one GPU a rank
         device = torch.device("cuda", local_rank)
     return device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 elsewhere (the safe default on CPU)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -18,7 +18,7 @@ import torch
 from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
-from .devices import resolve_device
+from .devices import autocast, resolve_device
 from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from .diffusion.objectives import attention_for
 from .errors import DLMError
@@ -121,9 +121,7 @@ class Model:
         chunks = eval_chunks(stream, self.max_seq_len, eval_tokens)
         if len(chunks) == 0:
             raise DLMError(f"held-out split of {data!r} is shorter than one chunk")
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" \
-            else torch.autocast("cpu", enabled=False)
-        with autocast:
+        with autocast(self.device):
             return evaluate(self.network, self.kind, chunks, self.tokenizer.token_bytes,
                             mask_id=self.mask_id, bos_id=self.eos_id,
                             t_samples=t_samples,

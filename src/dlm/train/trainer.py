@@ -27,7 +27,7 @@ import torch.distributed as dist
 from ..data.corpora import load_corpus
 from ..data.loader import EpochLoader, pack_documents, token_stream
 from ..data.tokenizer import Tokenizer, build_tokenizer
-from ..devices import resolve_device
+from ..devices import autocast, resolve_device
 from ..diffusion.likelihood import EvalResult, eval_chunks, evaluate
 from ..diffusion.objectives import attention_for, objective_for
 from ..errors import DLMError
@@ -233,11 +233,6 @@ class Trainer:
         if error is not None:
             raise error
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # ---------------------------------------------------------------------------------------
     # checkpoints
 
@@ -321,7 +316,7 @@ class Trainer:
     # the loop
 
     def evaluate(self) -> EvalResult:
-        with self._autocast():
+        with autocast(self.device):
             return evaluate(self.network, self.cfg.kind, self.val_chunks,
                             self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
                             bos_id=self.tokenizer.eos_id, t_samples=self.cfg.eval_t_samples,
@@ -350,7 +345,7 @@ class Trainer:
             ctx = contextlib.nullcontext() if sync else self.model.no_sync()
             part = {k: v[row:row + len(xb)] for k, v in noise.items()}
             row += len(xb)
-            with ctx, self._autocast():
+            with ctx, autocast(self.device):
                 out = self.objective(self.model, xb, noise=part, attn=self.attn)
                 weight = len(xb) / len(batch)  # micro-batches may be unequal in size
                 (out.loss * weight).backward()
@@ -400,7 +395,7 @@ class Trainer:
         t_eval = 0.0
         if self.step == 0:  # baseline point on the curve, and the eval cost for planning
             t0 = time.perf_counter()
-            row = {"step": 0, "tokens": 0, "epoch": 0.0, "lr": 0.0, "elapsed_s": 0.0}
+            row = {**self._base_row(), "lr": 0.0}
             self._eval_row(row)
             t_eval = time.perf_counter() - t0
             self.elapsed += t_eval
@@ -429,20 +424,16 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or last:
                     now = time.perf_counter()
                     avg = self._all_mean(window / win_steps)
-                    row = {"step": self.step, "tokens": self.step * tokens_per_step,
-                           "epoch": round(self.loader.epochs_at(self.step), 4),
+                    row = {**self._base_row(),
                            "lr": lr_at(self.step - 1, cfg, self.total_steps),
                            "train_loss": round(avg, 6),
-                           "tokens_per_s": round(win_steps * tokens_per_step / (now - win_start)),
-                           "elapsed_s": round(self.elapsed, 2)}
+                           "tokens_per_s": round(win_steps * tokens_per_step / (now - win_start))}
                     window, win_start, win_steps = 0.0, now, 0
                     if self.step % cfg.log_every == 0 and self._time_up():
                         last = True
                         self.total_steps = self.step
                 if last or self.step % cfg.eval_every == 0:
-                    row = row or {"step": self.step, "tokens": self.step * tokens_per_step,
-                                  "epoch": round(self.loader.epochs_at(self.step), 4),
-                                  "elapsed_s": round(self.elapsed, 2)}
+                    row = row or self._base_row()
                     t0 = time.perf_counter()
                     self._eval_row(row)
                     self.elapsed += time.perf_counter() - t0
@@ -459,6 +450,11 @@ class Trainer:
         if self.dist.is_main:
             progress.done(self.last_eval)
         return self.last_eval
+
+    def _base_row(self) -> dict:
+        return {"step": self.step, "tokens": self.step * self.cfg.batch_size * self.seq_len,
+                "epoch": round(self.loader.epochs_at(self.step), 4),
+                "elapsed_s": round(self.elapsed, 2)}
 
     def _all_mean(self, value: float) -> float:
         if self.dist.world_size == 1:
