@@ -88,7 +88,7 @@ def test_sample_eval_info_end_to_end(trained, capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.startswith("ROMEO")
     t = json.loads(trace.read_text())
-    assert len(t["steps"]) == 8 and t["gen_length"] == 16
+    assert len(t["steps"]) == 8 and len(t["initial"][0]) == len("ROMEO") + 16
     assert main(["sample", run, "ROMEO", "--steps", "8", "--gen-length", "16", "--animate"]) == 0
     out = capsys.readouterr().out
     assert "step 8/8" in out and "final text" in out

@@ -1,7 +1,7 @@
 """Replay a real denoising trace in the terminal with rich (``dlm sample --animate``).
 
 Every frame is ``Trace.state_at(step)``: masked slots are dim dots, tokens committed at this
-step are highlighted, earlier ones plain, the prompt bold. Nothing is invented: the frames are
+step are highlighted, re-masked ones red, earlier ones plain, the prompt bold. Nothing is invented: the frames are
 exactly what the sampler did, step by step. Without a terminal only the last frame is printed.
 """
 
@@ -21,18 +21,25 @@ MASK_GLYPH = "·"
 
 
 def render(trace: Trace, tokenizer: Tokenizer, step: int) -> Text:
-    """The canvas of row 0 after ``step`` steps as styled text."""
+    """The canvas of row 0 after ``step`` steps as styled text: prompt bold, given text (infill
+    templates, the untouched part of an edit) dim, this step's commits on yellow, this step's
+    re-masks (ReMDM, edit) on red."""
     canvas = trace.state_at(step)[0]
-    new = set(trace.steps[step - 1].positions[0]) if step > 0 else set()
-    n_prompt = len(trace.prompts[0])
+    last = trace.steps[step - 1] if step > 0 else None
+    new = set(last.positions[0]) if last else set()
+    remasked = set(last.remasked[0]) if last and last.remasked else set()
+    n_prompt = trace.prompt_lengths[0]
+    initial = trace.initial[0]
     text = Text()
     for pos, tok in enumerate(canvas):
         if tok == trace.mask_id:
-            text.append(MASK_GLYPH, style="grey42")
+            text.append(MASK_GLYPH, style="bold white on red" if pos in remasked else "grey42")
             continue
         piece = tokenizer.token_text(tok)
         if pos < n_prompt:
             text.append(piece, style="bold cyan")
+        elif initial[pos] == tok and initial[pos] != trace.mask_id and pos not in new:
+            text.append(piece, style="cyan")
         elif pos in new:
             text.append(piece if piece.strip() else piece.replace(" ", "␣").replace("\n", "↵\n"),
                         style="bold black on yellow")
@@ -44,8 +51,10 @@ def render(trace: Trace, tokenizer: Tokenizer, step: int) -> Text:
 def frame(trace: Trace, tokenizer: Tokenizer, step: int) -> Panel:
     masked = sum(t == trace.mask_id for t in trace.state_at(step)[0])
     last = trace.steps[step - 1] if step > 0 else None
+    n_remasked = len(last.remasked[0]) if last and last.remasked else 0
     title = (f"{trace.kind} · step {step}/{len(trace.steps)}"
              + (f" · block {last.block} · +{len(last.positions[0])} tokens" if last else "")
+             + (f" · {n_remasked} re-masked" if n_remasked else "")
              + f" · {masked} masked")
     return Panel(render(trace, tokenizer, step), title=title, title_align="left")
 

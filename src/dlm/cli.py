@@ -1,4 +1,4 @@
-"""The ``dlm`` command: train | sample | eval | info.
+"""The ``dlm`` command: train | sample | infill | edit | eval | info.
 
 Flags of ``train`` and ``sample`` are generated from ``TrainConfig`` and ``SampleConfig`` (one
 definition per knob). A user mistake prints one line and exits 2; no traceback.
@@ -87,31 +87,63 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sample(ns: argparse.Namespace) -> int:
+def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
+    """Shared by sample / infill / edit: load, run, write the trace, animate or print."""
     from . import load
     from .sample.config import SampleConfig
 
-    if ns.trace_json and not Path(ns.trace_json).resolve().parent.is_dir():
-        raise DLMError(f"--trace-json {ns.trace_json}: the folder does not exist")
+    if ns.trace:
+        if Path(ns.trace).suffix.lower() not in (".json", ".html"):
+            raise DLMError(f"--trace {ns.trace}: use a .json or .html file name")
+        if not Path(ns.trace).resolve().parent.is_dir():
+            raise DLMError(f"--trace {ns.trace}: the folder does not exist")
     model = load(ns.checkpoint, device=ns.device)
     fields = given(ns, SampleConfig)
-    prompts = ns.prompt
-    out = model.generate(prompts if len(prompts) > 1 else prompts[0],
-                         trace=ns.animate or ns.trace_json is not None, **fields)
-    if ns.trace_json:
-        Path(ns.trace_json).write_text(out.trace.to_json())
+    out = run(model, inputs if len(inputs) > 1 else inputs[0],
+              trace=ns.animate or ns.trace is not None, **fields)
+    if ns.trace:
+        from .sample.export import write_trace
+
+        write_trace(out.trace, model.tokenizer, ns.trace)
     texts = out.text if isinstance(out.text, list) else [out.text]
-    if ns.animate:
+    if ns.command == "sample":
+        texts = [p + t for p, t in zip(inputs, texts)]
+    if getattr(ns, "json", False):
+        extra = {k: getattr(out, k) for k in ("fillings", "remasked", "changed", "scores")
+                 if hasattr(out, k)}
+        print(json.dumps({"text": texts, "nfe": out.nfe, **extra}, indent=2))
+    elif ns.animate:
         from .animate import animate
 
-        for row, (prompt, text) in enumerate(zip(prompts, texts)):
-            animate(out.trace.row(row), model.tokenizer, fps=ns.fps, final_text=prompt + text)
+        for row, text in enumerate(texts):
+            animate(out.trace.row(row), model.tokenizer, fps=ns.fps, final_text=text)
     else:
-        for prompt, text in zip(prompts, texts):
-            print(prompt + text)
-            if len(prompts) > 1:
+        for text in texts:
+            print(text)
+            if len(texts) > 1:
                 print("-" * 40)
     return 0
+
+
+def cmd_sample(ns: argparse.Namespace) -> int:
+    return _decode(ns, ns.prompt, lambda m, x, **kw: m.generate(x, **kw))
+
+
+def cmd_infill(ns: argparse.Namespace) -> int:
+    return _decode(ns, ns.template, lambda m, x, **kw: m.infill(x, **kw))
+
+
+def cmd_edit(ns: argparse.Namespace) -> int:
+    spans = None
+    if ns.span:
+        spans = []
+        for s in ns.span:
+            a, sep, b = s.partition(":")
+            if not sep or not a.strip().isdigit() or not b.strip().isdigit():
+                raise DLMError(f"--span {s!r}: write START:END character offsets, e.g. 4:9")
+            spans.append((int(a), int(b)))
+    return _decode(ns, [ns.text], lambda m, x, **kw: m.edit(
+        x, spans=spans, budget=ns.budget, score_passes=ns.score_passes, **kw))
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -200,7 +232,25 @@ SAMPLE_EXAMPLES = """examples:
   dlm sample runs/tiny "ROMEO:" --steps 64 --gen-length 128 --animate
   dlm sample runs/tiny "First Citizen:" --block-length 32 --temperature 0.8 --seed 3
   dlm sample runs/tiny "ROMEO:" "JULIET:" --remasking random     # a batch of prompts
+  dlm sample runs/tiny "ROMEO:" --block-length 32 --threshold 0.9 --cache dual  # Fast-dLLM
+  dlm sample runs/tiny "ROMEO:" --remasking entropy --alg-temp 0.5 --temperature 0.7
+  dlm sample runs/tiny "ROMEO:" --remask-eta 0.05 --trace denoise.html   # ReMDM, HTML replay
+  dlm sample runs/tiny "ROMEO:" --num-samples 4 --temperature 0.9  # best of 4 by likelihood
+  dlm sample runs/tiny "ROMEO:" --beam-width 4 --cfg-scale 1.0
   dlm sample runs/tiny-ar "ROMEO:" --gen-length 200 --top-p 0.9 --temperature 0.8
+"""
+
+INFILL_EXAMPLES = """examples:
+  dlm infill runs/tiny "The cat sat on the [MASK:4]."
+  dlm infill runs/tiny "ROMEO: [MASK:<=30]\nJULIET: [MASK:20]" --animate
+  dlm infill runs/tiny "a literal \\[MASK] and a real [MASK:3]" --json
+template syntax: [MASK] one token, [MASK:n] exactly n, [MASK:<=n] up to n; \\[ is a literal [
+"""
+
+EDIT_EXAMPLES = """examples:
+  dlm edit runs/tiny "ROMEO: But soft, what lihgt through yonder window breaks" --budget 6
+  dlm edit runs/tiny "ROMEO: But soft, what light through yonder door breaks" --span 39:43
+  dlm edit runs/tiny "..." --budget 8 --remask-eta 0.05 --animate   # re-mask while denoising
 """
 
 EVAL_EXAMPLES = """examples:
@@ -234,17 +284,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="generate text (optionally animated)",
-                       description="Generate after one or more prompts.",
-                       epilog=SAMPLE_EXAMPLES, formatter_class=fmt)
-    p.add_argument("checkpoint", help="run directory written by dlm train")
-    p.add_argument("prompt", nargs="+", help="prompt text (several = one batch)")
-    add_dataclass_flags(p, SampleConfig)
-    p.add_argument("--animate", action="store_true", help="replay the real denoising trace live")
-    p.add_argument("--fps", type=float, default=12.0, help="animation frames per second")
-    p.add_argument("--trace-json", metavar="FILE", help="write the full trace as JSON")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.set_defaults(func=cmd_sample)
+    decoders = (
+        ("sample", "generate text (optionally animated)", "Generate after one or more prompts "
+         "with any decoding method of SampleConfig.", SAMPLE_EXAMPLES, cmd_sample,
+         ("prompt", "+", "prompt text (several = one batch)")),
+        ("infill", "fill [MASK] spans of a template", "Fill the masked spans of a template; "
+         "the text around them is never changed.", INFILL_EXAMPLES, cmd_infill,
+         ("template", "+", "template text (several = one batch)")),
+        ("edit", "re-mask and rewrite part of a text", "Re-mask the tokens the model is least "
+         "sure of (or the given character spans) and denoise them again.", EDIT_EXAMPLES,
+         cmd_edit, ("text", None, "the text to edit")),
+    )
+    for name, help_, desc, examples, func, (arg, nargs, arg_help) in decoders:
+        p = sub.add_parser(name, help=help_, description=desc, epilog=examples,
+                           formatter_class=fmt)
+        p.add_argument("checkpoint", help="run directory written by dlm train")
+        p.add_argument(arg, nargs=nargs, help=arg_help)
+        if name == "edit":
+            p.add_argument("--budget", type=int, default=8, help="tokens to re-mask when no "
+                           "--span is given (default: 8)")
+            p.add_argument("--span", action="append", metavar="START:END",
+                           help="character range to rewrite (repeatable)")
+            p.add_argument("--score-passes", type=int, default=8, help="forward passes that "
+                           "score how sure the model is of each token (default: 8)")
+        add_dataclass_flags(p, SampleConfig)
+        p.add_argument("--animate", action="store_true",
+                       help="replay the real denoising trace live")
+        p.add_argument("--fps", type=float, default=12.0, help="animation frames per second")
+        p.add_argument("--trace", "--trace-json", dest="trace", metavar="FILE",
+                       help="write the trace: FILE.json (data) or FILE.html (a self-contained "
+                       "page that replays the denoising)")
+        p.add_argument("--json", action="store_true", help="print the result as JSON")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="held-out bits/byte of one or more checkpoints",
                        description="Held-out loss in nats/token and bits/byte. For masked "

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,20 +20,43 @@ from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
 from .devices import autocast, resolve_device
-from .diffusion.likelihood import EvalResult, eval_chunks, evaluate
+from .diffusion.likelihood import EvalResult, eval_chunks, evaluate, sequence_logprob
 from .diffusion.objectives import attention_for
 from .errors import DLMError
 from .models.formats import load_model_dir, save_model_dir
 from .models.transformer import Transformer
 from .sample.config import SampleConfig
-from .sample.driver import generate
-from .sample.trace import Trace
+from .sample.driver import LogitsHook, TokensHook, denoise, generate, left_pad, logit_shift
+from .sample.templates import build_canvas, parse_template, read_fillings
+from .sample.trace import Trace, TraceStep
 
 
 @dataclass
 class GenerationResult:
     text: str | list[str]  # a list when a list of prompts was given
     tokens: list[list[int]]  # generated token ids per row, before cutting at EOS/stop
+    trace: Trace | None
+    nfe: int
+    config: SampleConfig
+    scores: list[float] | None = None  # best-of-N / beam: the kept row's score
+
+
+@dataclass
+class InfillResult:
+    text: str | list[str]  # the whole filled text (a list for a list of templates)
+    fillings: list[str] | list[list[str]]  # each span's filling
+    tokens: list[list[int]]  # the final canvas per template
+    trace: Trace | None
+    nfe: int
+    config: SampleConfig
+
+
+@dataclass
+class EditResult:
+    text: str | list[str]  # the edited text (a list for a list of texts)
+    remasked: list[list[int]]  # token positions that were re-masked and denoised again
+    changed: list[list[int]]  # ... of which the model replaced these
+    tokens: list[list[int]]
     trace: Trace | None
     nfe: int
     config: SampleConfig
@@ -69,25 +93,31 @@ class Model:
                 f"tokenizer={self.tokenizer.kind!r}, context={self.max_seq_len})")
 
     # --- generation ---------------------------------------------------------------------------
-    def sample_config(self, **fields) -> SampleConfig:
-        return SampleConfig().replace(**fields).validate()
+    def sample_config(self, config: SampleConfig | None = None, blocks: bool = True,
+                      **fields) -> SampleConfig:
+        return (config or SampleConfig()).replace(**fields).validate(blocks)
 
     def generate(self, prompt: str | list[str], trace: bool = False,
-                 config: SampleConfig | None = None, **fields) -> GenerationResult:
+                 config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
+                 on_tokens: TokensHook | None = None, **fields) -> GenerationResult:
         """Generate after a prompt (or a list of prompts, batched).
 
-        Fields are ``SampleConfig``'s: steps, gen_length, block_length, remasking,
-        temperature, top_k, top_p, seed, stop_at_eos, stop. AR models ignore the
-        diffusion-only ones (steps, block_length, remasking).
+        Fields are ``SampleConfig``'s (steps, gen_length, block_length, remasking, threshold,
+        cache, cfg_scale, temperature, num_samples, beam_width, ...). ``on_logits(step,
+        logits, state)`` may return changed logits of the current block; ``on_tokens(step,
+        state)`` sees the canvas after each step.
+
+            out = model.generate("ROMEO:", steps=64, gen_length=128, threshold=0.9)
         """
-        cfg = (config or SampleConfig()).replace(**fields).validate()
+        cfg = self.sample_config(config, **fields)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         ids = [self.tokenizer.encode(p) for p in prompts]
         gen = generate(self.network, ids, cfg, kind=self.kind, mask_id=self.mask_id,
-                       eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace)
+                       eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
+                       on_logits=on_logits, on_tokens=on_tokens)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
         return GenerationResult(texts[0] if isinstance(prompt, str) else texts, gen.tokens,
-                                gen.trace, gen.nfe, cfg)
+                                gen.trace, gen.nfe, cfg, gen.scores)
 
     def decode_generated(self, tokens: list[int], cfg: SampleConfig) -> str:
         """Generated ids -> text: cut at the first EOS, drop MASK/PAD, cut at stop strings."""
@@ -99,6 +129,135 @@ class Model:
             if s and s in text:
                 text = text[: text.index(s)]
         return text
+
+    def _bos(self) -> list[int]:
+        """A BOS before every canvas of a shifted-logit model (as ``generate`` does)."""
+        return [self.eos_id] if logit_shift(self.network, self.kind) else []
+
+    def _need_diffusion(self, what: str) -> None:
+        if self.kind == "ar":
+            raise DLMError(f"{what} needs a diffusion model; this checkpoint is autoregressive")
+
+    def infill(self, template: str | list[str], trace: bool = False,
+               config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
+               on_tokens: TokensHook | None = None, **fields) -> InfillResult:
+        """Fill the ``[MASK]`` / ``[MASK:n]`` / ``[MASK:<=n]`` spans of a template; the text
+        around them is never changed (see ``dlm.sample.templates``).
+
+            model.infill("The cat sat on the [MASK:4].").fillings   # ["mat."]-like
+        """
+        self._need_diffusion("infill")
+        cfg = self.sample_config(config, blocks=False, **fields)
+        templates = [template] if isinstance(template, str) else list(template)
+        parsed = [parse_template(t) for t in templates]
+        canvases = [build_canvas(p, self.tokenizer) for p in parsed]
+        bos = self._bos()
+        gen = denoise(self.network, [bos + c.ids for c in canvases], [len(bos)] * len(canvases),
+                      cfg, kind=self.kind, mask_id=self.mask_id, eos_id=self.eos_id,
+                      pad_id=self.pad_id, record_trace=trace, on_logits=on_logits,
+                      on_tokens=on_tokens)
+        filled = [read_fillings(p, c, row[len(bos):], self.tokenizer)
+                  for p, c, row in zip(parsed, canvases, gen.canvases)]
+        one = isinstance(template, str)
+        return InfillResult(filled[0].text if one else [f.text for f in filled],
+                            filled[0].fillings if one else [f.fillings for f in filled],
+                            gen.canvases, gen.trace, gen.nfe, cfg)
+
+    def edit(self, text: str | list[str], spans: list[tuple[int, int]] | None = None,
+             budget: int = 8, trace: bool = False, config: SampleConfig | None = None,
+             score_passes: int = 8, **fields) -> EditResult:
+        """Re-mask part of a text and denoise it again: the "fix earlier mistakes" move.
+
+        ``spans``: character ranges [(start, end), ...] to rewrite (one list for one text).
+        Without spans, the ``budget`` tokens the model is least sure of: each token's
+        log-probability when masked, scored in ``score_passes`` passes that each mask every
+        ``score_passes``-th token. The trace starts with the re-masking step.
+
+            model.edit("The cat sat on the mta.", budget=3).text
+        """
+        self._need_diffusion("edit")
+        cfg = self.sample_config(config, blocks=False, **fields)
+        texts = [text] if isinstance(text, str) else list(text)
+        if spans is not None and len(texts) != 1:
+            raise DLMError("spans select characters of one text; pass one text with spans")
+        if budget < 1 and spans is None:
+            raise DLMError(f"budget must be >= 1 (got {budget})")
+        bos = self._bos()
+        rows, chosen = [], []
+        for t in texts:
+            ids, offsets = self.tokenizer.encode_offsets(t)
+            if not ids:
+                raise DLMError("nothing to edit: the text is empty")
+            if spans is not None:
+                pick = _tokens_in_spans(offsets, spans, len(t))
+            else:
+                pick = self._least_sure(bos + ids, min(budget, len(ids)), score_passes,
+                                        cfg.seed)
+                pick = [p - len(bos) for p in pick]
+            rows.append(bos + ids)
+            chosen.append(sorted(len(bos) + p for p in pick))
+        canvases = [[self.mask_id if i in set(c) else tok for i, tok in enumerate(r)]
+                    for r, c in zip(rows, chosen)]
+        gen = denoise(self.network, canvases, [len(bos)] * len(rows), cfg, kind=self.kind,
+                      mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
+                      record_trace=trace)
+        if gen.trace is not None:  # show the re-masking itself as the first step
+            for s in gen.trace.steps:
+                s.step += 1
+            empty = [[] for _ in rows]
+            gen.trace.steps.insert(0, TraceStep(0, -1, empty, empty, empty, chosen))
+            gen.trace.initial = rows
+        out = [self.tokenizer.decode([t for t in c[len(bos):] if t not in
+                                      (self.mask_id, self.pad_id)]) for c in gen.canvases]
+        changed = [[p for p in c if new[p] != old[p]]
+                   for c, new, old in zip(chosen, gen.canvases, rows)]
+        one = isinstance(text, str)
+        return EditResult(out[0] if one else out, chosen, changed, gen.canvases, gen.trace,
+                          gen.nfe, cfg)
+
+    @torch.no_grad()
+    def _least_sure(self, ids: list[int], k: int, passes: int, seed: int) -> list[int]:
+        """The k positions (not a BOS) whose token has the lowest log-probability when masked."""
+        x = torch.tensor(ids, device=self.device)
+        start = len(self._bos())
+        n = len(ids)
+        passes = max(1, min(passes, n - start))
+        slot = torch.arange(n, device=self.device)
+        hide = (slot[None, :] >= start) & ((slot[None, :] - start) % passes
+                                            == torch.arange(passes, device=self.device)[:, None])
+        xt = torch.where(hide, self.mask_id, x[None, :])
+        with autocast(self.device):
+            logits = self.network(xt, attn=attention_for(self.kind))
+        if logit_shift(self.network, self.kind):
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        lp = torch.log_softmax(logits.double(), -1).gather(-1, x[None, :, None].expand(
+            passes, -1, 1)).squeeze(-1)
+        surprise = torch.where(hide, lp, 0.0).sum(0).masked_fill(slot < start, math.inf)
+        return sorted(torch.topk(-surprise, k).indices.tolist())
+
+    def loglikelihood(self, context: str | list[str], continuation: str | list[str],
+                      t_samples: int = 64, seed: int = 0) -> list[float]:
+        """log p(continuation | context) per pair: exact for AR, LLaDA's Monte-Carlo estimate
+        (``t_samples`` draws) for diffusion models."""
+        ctx = [context] if isinstance(context, str) else list(context)
+        cont = [continuation] if isinstance(continuation, str) else list(continuation)
+        if len(ctx) != len(cont):
+            raise DLMError("give as many contexts as continuations")
+        bos = self._bos()
+        pairs = [(bos + self.tokenizer.encode(a), self.tokenizer.encode(b))
+                 for a, b in zip(ctx, cont)]
+        if any(not b for _, b in pairs):
+            raise DLMError("a continuation is empty")
+        ids, valid = left_pad([a + b for a, b in pairs], self.pad_id, self.device)
+        S = ids.shape[1]
+        target = torch.zeros_like(valid)
+        for r, (_, b) in enumerate(pairs):
+            target[r, S - len(b):] = True
+        with autocast(self.device):
+            lp = sequence_logprob(self.network, self.kind, ids, target, mask_id=self.mask_id,
+                                  valid=valid, shift=logit_shift(self.network, self.kind),
+                                  t_samples=t_samples, seed=seed)
+        return lp.tolist()
 
     # --- likelihood ---------------------------------------------------------------------------
     def evaluate(self, data: str | None = None, eval_tokens: int | None = None,
@@ -138,3 +297,17 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | None = Non
     network, tokenizer, config = load_model_dir(path, device=resolve_device(device), dtype=dtype)
     network.default_attention = attention_for(config["kind"])
     return Model(network, tokenizer, config)
+
+
+def _tokens_in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]],
+                     n_chars: int) -> list[int]:
+    """Token indices whose characters overlap any [start, end) span."""
+    picked = set()
+    for a, b in spans:
+        if not 0 <= a < b <= n_chars:
+            raise DLMError(f"span ({a}, {b}) is not a character range inside the text "
+                           f"(0..{n_chars})")
+        picked.update(i for i, (s, e) in enumerate(offsets) if s < b and e > a)
+    if not picked:
+        raise DLMError("the spans cover no token")
+    return sorted(picked)

@@ -74,6 +74,11 @@ class Tokenizer:
             return list(text.encode("utf-8"))  # same ids as the HF path, much faster
         return self.hf.encode(text, add_special_tokens=False).ids
 
+    def encode_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and each token's (start, end) character span in ``text``."""
+        enc = self.hf.encode(text, add_special_tokens=False)
+        return enc.ids, [tuple(o) for o in enc.offsets]
+
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         if self.kind == "byte":
             return [self.encode(t) for t in texts]

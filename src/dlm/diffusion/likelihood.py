@@ -145,3 +145,48 @@ def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mas
                       se_bits_per_byte=se / LN2 / max(n_bytes, 1), upper_bound=upper,
                       n_chunks=len(chunks), n_tokens=n_tokens, n_bytes=n_bytes,
                       t_samples=ks, seed=seed if upper else None)
+
+
+@torch.no_grad()
+def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id: int,
+                     valid: Tensor | None = None, positions: Tensor | None = None,
+                     shift: int = 0, t_samples: int = 8, seed: int = 0) -> Tensor:
+    """log p(target tokens | the other tokens) per row [R], float64.
+
+    ids [R, S] (left padding allowed: ``valid`` False there, ``positions`` the RoPE positions),
+    target [R, S] True on the tokens to score. AR (``shift`` = 1, causal): exact. Masked
+    diffusion: LLaDA's Monte-Carlo lower bound (the negative of ``masked_nelbo``'s estimator,
+    restricted to the targets): K stratified mask counts m of the row's n targets, a random
+    m-subset masked, weight n / m. Seeded, so the same inputs give the same estimate.
+    """
+    R, S = ids.shape
+    device = ids.device
+    valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
+    if positions is None:
+        positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+    target = target & valid
+
+    def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [N, S]: log p(ids at slot)
+        logits = network(inp, attn=attn.with_padding(valid.repeat(len(inp) // R, 1)),
+                         positions=positions.repeat(len(inp) // R, 1))
+        if shift:
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        lp = torch.log_softmax(logits.double(), dim=-1)
+        return lp.gather(-1, ids.repeat(len(inp) // R, 1)[..., None]).squeeze(-1)
+
+    if kind == "ar":
+        return (token_logprob(ids, Attention.causal()) * target).sum(1)
+    g = torch.Generator().manual_seed(seed)
+    n = target.sum(1).double()  # [R]
+    u = torch.rand((), generator=g, dtype=torch.float64)
+    j = torch.arange(t_samples, dtype=torch.float64)
+    m = (torch.floor((j[None, :] + u) / t_samples * n[:, None].cpu()) + 1).clamp(min=1)
+    m = torch.minimum(m, n[:, None].cpu().clamp(min=1)).T.reshape(-1).to(device)  # [K*R]
+    keys = torch.rand((t_samples * R, S), generator=g).to(device)
+    keys = torch.where(target.repeat(t_samples, 1), keys, 2.0)
+    ranks = keys.argsort(1).argsort(1)
+    masked = ranks < m[:, None]  # a uniform m-subset of each row's targets
+    xt = torch.where(masked, mask_id, ids.repeat(t_samples, 1))
+    lp = token_logprob(xt, Attention.bidirectional())
+    est = (lp * masked).sum(1) * (n.repeat(t_samples) / m)  # [K*R]
+    return est.view(t_samples, R).mean(0) * (n > 0)

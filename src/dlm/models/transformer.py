@@ -39,6 +39,9 @@ class TransformerConfig:
     tie_embeddings: bool = True
     dropout: float = 0.0
     init_std: float = 0.02
+    # Dream-style models (adapted from AR) predict token i from the logits at i - 1; the
+    # sampler and likelihood read their logits one slot earlier.
+    shift_logits: bool = False
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -137,12 +140,21 @@ class KVCache:
     sampling driver feeds "committed-but-uncached tokens + current block" and stores only the
     committed ones: under causal or block-causal attention their keys/values cannot depend on
     the block after them, so they are exact, and no extra forward pass is spent on caching.
+
+    ``write_at`` (Fast-dLLM's dual cache): the new tokens overwrite the cached slots
+    [write_at, write_at + T) in place and attend to the whole cache, past and future slots.
     """
 
     def __init__(self, n_layers: int, store: int | None = None):
         self.keys: list[Tensor | None] = [None] * n_layers
         self.values: list[Tensor | None] = [None] * n_layers
         self.store = store
+        self.write_at: int | None = None
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index`` of the batch (beam search), in that order."""
+        self.keys = [k if k is None else k.index_select(0, index) for k in self.keys]
+        self.values = [v if v is None else v.index_select(0, index) for v in self.values]
 
     @property
     def length(self) -> int:
@@ -150,6 +162,11 @@ class KVCache:
         return 0 if k is None else k.shape[2]
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.write_at is not None:
+            w = self.write_at
+            self.keys[layer][:, :, w:w + k.shape[2]] = k
+            self.values[layer][:, :, w:w + v.shape[2]] = v
+            return self.keys[layer], self.values[layer]
         old_k, old_v = self.keys[layer], self.values[layer]
         full_k = k if old_k is None else torch.cat([old_k, k], dim=2)
         full_v = v if old_v is None else torch.cat([old_v, v], dim=2)
@@ -292,12 +309,15 @@ class Transformer(nn.Module):
         """
         attn = attn or self.default_attention
         B, T = input_ids.shape
-        offset = cache.length if cache is not None else 0
+        offset, k_len = 0, T
+        if cache is not None:
+            offset = cache.length if cache.write_at is None else cache.write_at
+            k_len = max(cache.length, offset + T)
         q_index = torch.arange(offset, offset + T, device=input_ids.device)
         if positions is None:
             positions = q_index[None, :]
         cos, sin = self.rope(positions)
-        mask = attn.mask(q_index, offset + T)
+        mask = attn.mask(q_index, k_len)
         # Fast path: plain causal attention over a fresh sequence lets SDPA skip the mask tensor.
         is_causal = mask is not None and attn.kind == "causal" and attn.key_padding_mask is None \
             and offset == 0

@@ -1,9 +1,19 @@
 """``SampleConfig``: the one set of decoding knobs shared by the Python API, the CLI, the server
 and workflow nodes. CLI flags are generated from these fields (``--gen-length`` etc.).
 
-AR models read only ``gen_length`` (max new tokens), ``temperature``, ``top_k``, ``top_p``,
-``seed`` and ``stop``; the diffusion-only knobs (``steps``, ``block_length``, ``remasking``) are
-ignored for them, because AR decoding is the special case "blocks of one token, one step each".
+    SampleConfig(steps=64, gen_length=128, block_length=32)            # LLaDA semi-AR, greedy
+    SampleConfig(gen_length=256, block_length=32, threshold=0.9,
+                 cache="dual")                                          # Fast-dLLM
+    SampleConfig(remasking="entropy", alg_temp=0.5, temperature=0.7)    # Dream-style
+    SampleConfig(remask_eta=0.05, remask_variant="cap")                 # ReMDM re-masking
+    SampleConfig(num_samples=4, temperature=0.8)                        # best-of-4 by likelihood
+
+Which masked positions to commit is ``remasking`` (a score per position; ``origin`` instead
+commits each mask with probability 1 - s/t); how many per step is ``transfer`` (LLaDA's even
+split, or from alpha(t)), or dynamic with ``threshold`` / ``factor`` (Fast-dLLM: then a block
+runs until it has no masks and ``steps`` is not used). AR models read only ``gen_length`` (max
+new tokens), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``stop``, ``min_length``,
+``num_samples`` and ``beam_width``: AR decoding is "blocks of one token, one step each".
 """
 
 from __future__ import annotations
@@ -12,25 +22,59 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import DLMError
 
-REMASKING = ("low_confidence", "random")
+REMASKING = ("low_confidence", "random", "margin", "entropy", "origin")
+TRANSFER = ("even", "linear", "cosine")
+CACHES = ("none", "prefix", "dual")
+REMASK_VARIANTS = ("cap", "rescale", "conf")
+
+
+def _f(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class SampleConfig:
-    steps: int = field(default=64, metadata={"help": "denoising steps in total (diffusion)"})
-    gen_length: int = field(default=128, metadata={"help": "tokens to generate (AR: at most)"})
-    block_length: int | None = field(default=None, metadata={
-        "help": "semi-autoregressive block size (diffusion); default: one block of gen_length"})
-    remasking: str = field(default="low_confidence", metadata={
-        "help": "which masked positions to commit each step", "choices": REMASKING})
-    temperature: float = field(default=0.0, metadata={
-        "help": "0 = greedy; >0 samples with Gumbel noise on the logits"})
-    top_k: int | None = field(default=None, metadata={"help": "keep only the k most likely tokens"})
-    top_p: float | None = field(default=None, metadata={"help": "nucleus sampling mass (0, 1]"})
-    seed: int = field(default=0, metadata={"help": "random seed for noise and random remasking"})
-    stop_at_eos: bool = field(default=True, metadata={"help": "cut the text at the first EOS"})
-    stop: list[str] | None = field(default=None, metadata={
-        "help": "stop strings: the text is cut before the first one"})
+    steps: int = _f(64, "denoising steps in total, split evenly over blocks (diffusion)")
+    gen_length: int = _f(128, "tokens to generate (AR: at most)")
+    block_length: int | None = _f(None, "semi-autoregressive block size (diffusion); "
+                                        "default: one block of gen_length")
+    remasking: str = _f("low_confidence", "score deciding which masked positions to commit: "
+                        "probability, random, top1-top2 margin, -entropy; origin = Dream's "
+                        "commit-each-with-probability-1-s/t", choices=REMASKING)
+    transfer: str = _f("even", "how many to commit per step: LLaDA's even split per block, or "
+                       "from the linear / cosine alpha(t) schedule", choices=TRANSFER)
+    alg_temp: float | None = _f(None, "sample positions from softmax(score / alg_temp) instead "
+                                "of taking the top ones (Dream)")
+    threshold: float | None = _f(None, "Fast-dLLM: commit every masked position whose score "
+                                 ">= threshold (at least one) per step")
+    factor: float | None = _f(None, "Fast-dLLM's factor rule: commit the n best while the "
+                              "n-th score >= 1 - factor / (n + 1)")
+    cache: str = _f("none", "approximate KV cache for full-sequence diffusion (Fast-dLLM), "
+                    "refreshed at each block start; none = exact", choices=CACHES)
+    cfg_scale: float = _f(0.0, "classifier-free guidance: 0 = off; the unconditional pass "
+                          "sees the prompt re-masked (LLaDA)")
+    temperature: float = _f(0.0, "0 = greedy; >0 samples with Gumbel noise on the logits")
+    top_k: int | None = _f(None, "keep only the k most likely tokens")
+    top_p: float | None = _f(None, "nucleus sampling mass (0, 1]")
+    min_length: int = _f(0, "EOS is not allowed in the first min_length generated tokens")
+    remask_eta: float = _f(0.0, "ReMDM: re-mask committed tokens at rate eta per step so "
+                           "they can be revised; 0 = off")
+    remask_variant: str = _f("cap", "ReMDM sigma: cap = min(eta, max), rescale = eta * max, "
+                             "conf = cap, re-masking the least confident first",
+                             choices=REMASK_VARIANTS)
+    remask_t_on: float = _f(1.0, "ReMDM loop window: re-mask only while t in "
+                            "[remask_t_off, remask_t_on] (t goes 1 -> 0 in a block)")
+    remask_t_off: float = _f(0.0, "end of the ReMDM window; inside a window narrower than "
+                             "[0, 1] the number of masks is held constant (ReMDM-loop)")
+    num_samples: int = _f(1, "best-of-N: draw N samples per prompt, keep the one with the "
+                          "highest likelihood under the model itself")
+    beam_width: int = _f(1, "beam search over canvases ranked by the summed log-probability "
+                         "of committed tokens")
+    rank_t_samples: int = _f(8, "Monte-Carlo draws for the likelihood that ranks best-of-N "
+                             "(diffusion models)")
+    seed: int = _f(0, "random seed for noise and random remasking")
+    stop_at_eos: bool = _f(True, "cut the text at the first EOS")
+    stop: list[str] | None = _f(None, "stop strings: the text is cut before the first one")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,26 +85,68 @@ class SampleConfig:
             raise DLMError(f"unknown sampling option(s): {', '.join(sorted(unknown))}")
         return SampleConfig(**{**asdict(self), **changes})
 
-    def validate(self) -> SampleConfig:
+    @property
+    def dynamic(self) -> bool:
+        """True when the number committed per step depends on the scores (threshold, factor)."""
+        return self.threshold is not None or self.factor is not None
+
+    def validate(self, blocks: bool = True) -> SampleConfig:
+        """Raise DLMError on a bad setting. ``blocks=False`` skips the gen_length / block_length
+        / steps divisibility rules (infill and edit canvases are not ``gen_length`` long)."""
+
+        def bad(msg: str):
+            raise DLMError(msg)
+
         if self.gen_length < 1:
-            raise DLMError(f"gen_length must be >= 1 (got {self.gen_length})")
+            bad(f"gen_length must be >= 1 (got {self.gen_length})")
         if self.steps < 1:
-            raise DLMError(f"steps must be >= 1 (got {self.steps})")
-        if self.remasking not in REMASKING:
-            raise DLMError(f"unknown remasking {self.remasking!r}; choose from "
-                           f"{', '.join(REMASKING)}")
+            bad(f"steps must be >= 1 (got {self.steps})")
+        for name, choices in (("remasking", REMASKING), ("transfer", TRANSFER),
+                              ("cache", CACHES), ("remask_variant", REMASK_VARIANTS)):
+            if getattr(self, name) not in choices:
+                bad(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
         if self.temperature < 0:
-            raise DLMError(f"temperature must be >= 0 (got {self.temperature})")
+            bad(f"temperature must be >= 0 (got {self.temperature})")
         if self.top_k is not None and self.top_k < 1:
-            raise DLMError(f"top_k must be >= 1 (got {self.top_k})")
+            bad(f"top_k must be >= 1 (got {self.top_k})")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise DLMError(f"top_p must be in (0, 1] (got {self.top_p})")
-        if self.block_length is not None:
-            if self.block_length < 1 or self.gen_length % self.block_length:
-                raise DLMError(f"gen_length ({self.gen_length}) must be a multiple of "
-                               f"block_length ({self.block_length})")
-            blocks = self.gen_length // self.block_length
-            if self.steps % blocks:
-                raise DLMError(f"steps ({self.steps}) must be a multiple of the number of "
-                               f"blocks ({blocks} = gen_length / block_length)")
+            bad(f"top_p must be in (0, 1] (got {self.top_p})")
+        if self.alg_temp is not None and self.alg_temp < 0:
+            bad(f"alg_temp must be >= 0 (got {self.alg_temp})")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            bad(f"threshold must be in (0, 1] (got {self.threshold})")
+        if self.factor is not None and self.factor <= 0:
+            bad(f"factor must be > 0 (got {self.factor})")
+        if self.threshold is not None and self.factor is not None:
+            bad("choose one of threshold and factor, not both")
+        if self.remasking == "origin" and (self.dynamic or self.alg_temp):
+            bad("remasking='origin' decides how many to commit itself: drop threshold, "
+                "factor and alg_temp")
+        if self.cfg_scale < 0:
+            bad(f"cfg_scale must be >= 0 (got {self.cfg_scale})")
+        if self.min_length < 0:
+            bad(f"min_length must be >= 0 (got {self.min_length})")
+        if self.remask_eta < 0:
+            bad(f"remask_eta must be >= 0 (got {self.remask_eta})")
+        if self.remask_eta > 0 and (self.dynamic or self.remasking == "origin"):
+            bad("remask_eta works with a fixed number of steps: drop threshold / factor / "
+                "origin")
+        if not 0 <= self.remask_t_off < self.remask_t_on <= 1:
+            bad(f"need 0 <= remask_t_off < remask_t_on <= 1 (got {self.remask_t_off}, "
+                f"{self.remask_t_on})")
+        for name in ("num_samples", "beam_width", "rank_t_samples"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.num_samples > 1 and self.beam_width > 1:
+            bad("choose one of num_samples (best-of-N) and beam_width, not both")
+        if self.block_length is not None and self.block_length < 1:
+            bad(f"block_length must be >= 1 (got {self.block_length})")
+        if blocks and self.block_length is not None:
+            if self.gen_length % self.block_length:
+                bad(f"gen_length ({self.gen_length}) must be a multiple of "
+                    f"block_length ({self.block_length})")
+            n_blocks = self.gen_length // self.block_length
+            if self.steps % n_blocks and not self.dynamic:
+                bad(f"steps ({self.steps}) must be a multiple of the number of "
+                    f"blocks ({n_blocks} = gen_length / block_length)")
         return self

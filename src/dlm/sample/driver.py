@@ -1,14 +1,21 @@
-"""The reverse process: one loop for every model kind (DESIGN.md contract 3).
+"""The reverse process: one loop for every model kind and decoding method (DESIGN.md contract 3).
 
-The canvas is ``prompt + gen_length MASKs`` per row (ragged prompts are left-padded with PAD,
-hidden by a key padding mask, with RoPE positions counted from each row's first real token, so
-a batch gives the same tokens as one prompt at a time). The generated part is split into blocks
-decoded left to right; inside a block, each step predicts every masked slot, and commits the
-``num_transfer_tokens`` best-scoring ones.
+A canvas per row holds given tokens (prompt, template text) and MASKs; ragged rows are
+left-padded with PAD, hidden by a key padding mask, with RoPE positions counted from each row's
+first real token, so a batch gives the same tokens as one row at a time. The part from the
+first MASK on is split into blocks decoded left to right; inside a block, each step
 
-* masked diffusion (mdlm): bidirectional; every step re-reads the whole canvas (as LLaDA).
-* AR: the special case "blocks of one token, one step each, logits shifted by one" under causal
-  attention with an exact KV cache: each step feeds only the tokens not yet cached.
+    1. runs the network (``_Forward``: full canvas, Fast-dLLM prefix/dual cache, or the exact
+       causal cache of AR; classifier-free guidance doubles the batch) -> logits of the block,
+    2. lets ``on_logits`` change them, filters them (top-k/p, no MASK/PAD, no early EOS),
+    3. draws a candidate token per slot and scores every masked slot (``strategies.scores``),
+    4. decides how many to commit (even split / alpha(t) / threshold / factor / origin) and
+       which (top scores or ``alg_temp`` sampling), optionally re-masks committed tokens
+       (ReMDM), or, with ``beam_width``, keeps the best canvases (``_beam_step``),
+    5. writes the commits, records the trace, calls ``on_tokens``.
+
+* masked diffusion (mdlm): bidirectional; AR: blocks of one token, one step each, logits
+  shifted by one, causal attention with an exact KV cache (each step feeds only new tokens).
 
     gen = generate(network, [prompt_ids], SampleConfig(steps=64, gen_length=128),
                    kind="mdlm", mask_id=256, eos_id=257, pad_id=258)
@@ -17,134 +24,453 @@ decoded left to right; inside a block, each step predicts every masked slot, and
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..diffusion.likelihood import sequence_logprob
 from ..diffusion.objectives import attention_for
 from ..errors import DLMError
 from .config import SampleConfig
 from .strategies import (
     NEG_INF,
-    confidence,
+    factor_count,
     filter_logits,
-    num_transfer_tokens,
+    masked_targets,
+    origin_commit,
+    remask_sigma,
     sample_tokens,
+    scores,
     select_top,
+    threshold_count,
 )
 from .trace import Trace, TraceStep
+
+LogitsHook = Callable[[int, Tensor, "DecodeState"], Tensor | None]
+TokensHook = Callable[[int, "DecodeState"], None]
 
 
 @dataclass
 class Generation:
-    tokens: list[list[int]]  # generated tokens per row (gen_length, before any cutting)
+    tokens: list[list[int]]  # per prompt: the generated part (generate) or the whole canvas
+    canvases: list[list[int]]  # per prompt: the final canvas (prompt included, no padding)
     trace: Trace | None
-    nfe: int  # network forward passes
+    nfe: int  # network forward calls
+    scores: list[float] | None = None  # best-of-N likelihood / beam log-prob of each kept row
 
 
-def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """Prompts -> ids [B, P] left-padded with PAD, and valid [B, P] (True on real tokens)."""
-    P = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), P), pad_id, dtype=torch.long)
-    valid = torch.zeros((len(prompts), P), dtype=torch.bool)
-    for b, p in enumerate(prompts):
+@dataclass
+class DecodeState:
+    """What hooks see (and may change in place): every row's canvas and where decoding is."""
+
+    canvas: Tensor  # [R, S] token ids, MASK where undecided, rows left-padded with PAD
+    fixed: Tensor  # [R, S] True where the token is given (prompt, template text, padding)
+    valid: Tensor  # [R, S] False on left padding
+    positions: Tensor  # [R, S] RoPE positions
+    confidence: Tensor  # [R, S] score each token had when committed (+inf for given tokens)
+    logprob: Tensor  # [R] summed log-probability of committed tokens (beam score)
+    step: int = 0  # steps taken so far in total
+    block: int = 0
+    block_step: int = 0
+    start: int = 0  # the current block is canvas[:, start:end]
+    end: int = 0
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
+    """Rows -> ids [B, S] left-padded with PAD, and valid [B, S] (True on real tokens)."""
+    S = max(len(p) for p in rows)
+    ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(rows), S), dtype=torch.bool)
+    for b, p in enumerate(rows):
         if p:
-            ids[b, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            valid[b, P - len(p):] = True
+            ids[b, S - len(p):] = torch.tensor(p, dtype=torch.long)
+            valid[b, S - len(p):] = True
     return ids.to(device), valid.to(device)
 
 
-def plan_blocks(kind: str, cfg: SampleConfig) -> tuple[int, int]:
-    """(block_length, steps per block) for a kind and config."""
-    if kind == "ar":
-        return 1, 1
-    block = cfg.block_length or cfg.gen_length
-    n_blocks = cfg.gen_length // block
-    return block, max(1, cfg.steps // n_blocks)
+def logit_shift(network, kind: str) -> int:
+    """1 when logits at slot i - 1 predict slot i (AR, Dream-style models), else 0."""
+    return 1 if kind == "ar" or getattr(network.config, "shift_logits", False) else 0
 
 
 @torch.no_grad()
 def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str, mask_id: int,
-             eos_id: int, pad_id: int, record_trace: bool = True) -> Generation:
+             eos_id: int, pad_id: int, record_trace: bool = True,
+             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None
+             ) -> Generation:
+    """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched)."""
     cfg.validate()
     if not prompts:
         raise DLMError("no prompts given")
-    if kind == "ar":  # a BOS (the EOS id: "a new document starts") predicts the first token
+    if logit_shift(network, kind):  # a BOS (the EOS id: "a document starts") predicts token 0
         prompts = [[eos_id, *p] for p in prompts]
+    canvases = [[*p, *([mask_id] * cfg.gen_length)] for p in prompts]
+    gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=kind,
+                  mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
+                  on_logits=on_logits, on_tokens=on_tokens, min_length_from=0)
+    gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
+    return gen
+
+
+@torch.no_grad()
+def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig,
+            *, kind: str, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
+            on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
+            min_length_from: int | None = None, trace_prefix: list[TraceStep] | None = None
+            ) -> Generation:
+    """Fill every MASK of the given canvases; every other token stays as it is.
+
+    ``min_length_from``: generated tokens counted from this row offset after the prompt may
+    not be EOS before ``cfg.min_length`` (None: no such rule). ``trace_prefix``: steps to put
+    before the decoding steps in the trace (``edit`` records its re-masking there).
+    """
+    if not canvases:
+        raise DLMError("nothing to decode")
     device = next(network.parameters()).device
     max_len = network.config.max_seq_len
-    prompt_ids, prompt_valid = left_pad(prompts, pad_id, device)
-    B, P = prompt_ids.shape
-    total = P + cfg.gen_length
-    if max(len(p) for p in prompts) + cfg.gen_length > max_len:
-        raise DLMError(f"prompt ({max(len(p) for p in prompts)} tokens) + gen_length "
-                       f"({cfg.gen_length}) exceeds the model's context of {max_len} tokens")
-
-    canvas = torch.cat([prompt_ids, torch.full((B, cfg.gen_length), mask_id, device=device)], 1)
-    valid = torch.cat([prompt_valid, torch.ones((B, cfg.gen_length), dtype=torch.bool,
-                                                device=device)], 1)
-    positions = (valid.long().cumsum(1) - 1).clamp(min=0)  # [B, total]
-    pad_offset = (~prompt_valid).sum(1)  # [B]: canvas coordinates of a row start here
+    longest = max(len(c) for c in canvases)
+    if longest > max_len:
+        raise DLMError(f"prompt + generated tokens ({longest}) exceed the model's context of "
+                       f"{max_len} tokens")
+    shift = logit_shift(network, kind)
+    if kind == "ar" and cfg.cfg_scale > 0:
+        raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
+    expand = max(cfg.num_samples, cfg.beam_width)
+    n_in = len(canvases)
+    rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
+    canvas, valid = left_pad(rows, pad_id, device)
+    R, S = canvas.shape
+    pad_offset = (~valid).sum(1)  # [R]: canvas slot where each row starts
+    plen = torch.tensor([p for p in prompt_lengths for _ in range(expand)], device=device)
+    slot = torch.arange(S, device=device)[None, :]
+    fixed = (canvas != mask_id) | ~valid
+    masks = canvas == mask_id
+    if not masks.any():
+        raise DLMError("nothing to generate: the canvas has no masked position")
+    if shift and bool((masks & (slot == pad_offset[:, None])).any()):
+        raise DLMError("a model with shifted logits cannot fill the first position")
+    no_eos = torch.zeros_like(masks)
+    if min_length_from is not None and cfg.min_length > 0:
+        gen_index = slot - pad_offset[:, None] - plen[:, None] - min_length_from
+        no_eos = (gen_index >= 0) & (gen_index < cfg.min_length)
+    state = DecodeState(
+        canvas=canvas, fixed=fixed, valid=valid,
+        positions=(valid.long().cumsum(1) - 1).clamp(min=0),
+        confidence=torch.where(fixed, math.inf, 0.0).double(),
+        logprob=torch.zeros(R, dtype=torch.float64, device=device))
+    if cfg.beam_width > 1:  # only the first copy of each input starts: no duplicate beams
+        state.logprob.view(n_in, expand)[:, 1:] = NEG_INF
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    special = torch.tensor([mask_id, pad_id], device=device)
+    # the condition CFG removes: given tokens, except a shifted model's BOS
+    cond = fixed & valid & (slot != pad_offset[:, None]) if shift else fixed & valid
+    forward = _Forward(network, kind, cfg, mask_id, shift, cond)
+    trace = Trace(kind, mask_id, [list(c) for c in rows], plen.tolist(),
+                  list(trace_prefix or [])) if record_trace else None
+    first = int(masks.float().argmax(1).masked_fill(~masks.any(1), S).min())
+    block_len, steps_per_block = plan_blocks(kind, cfg, S - first)
 
-    shift = 1 if kind == "ar" else 0  # logits at slot i-1 predict slot i (AR)
-    attn_kind = attention_for(kind)
-    use_cache = attn_kind.kind != "bidirectional"
-    cache = network.new_cache() if use_cache else None
-    block_len, steps_per_block = plan_blocks(kind, cfg)
-    trace = Trace(kind, mask_id, [list(p) for p in prompts], cfg.gen_length) \
-        if record_trace else None
-    nfe, step_no = 0, 0
-
-    for b, start in enumerate(range(P, total, block_len)):
-        end = start + block_len
-        schedule = num_transfer_tokens(canvas[:, start:end] == mask_id, steps_per_block)
-        for i in range(steps_per_block):
-            # -- forward: which tokens go in, which logits come out --------------------------
-            if use_cache:
-                c = cache.length
-                cache.store = start - c  # committed tokens before the block are exact to cache
-                logits = network(canvas[:, c:end], attn=attn_kind.with_padding(valid[:, :end]),
-                                 positions=positions[:, c:end], cache=cache)
-                logits = logits[:, start - shift - c:end - shift - c]  # [B, block, V]
-            else:
-                logits = network(canvas, attn=attn_kind.with_padding(valid),
-                                 positions=positions)[:, start:end]
-            nfe += 1
-            # -- choose candidates and commit the best-scoring masked slots ------------------
-            masked = canvas[:, start:end] == mask_id
-            logits = filter_logits(logits, cfg.top_k, cfg.top_p)
-            # MASK and PAD are never candidates (a trained model gives them ~0 probability;
-            # this keeps "every slot gets a real token" true for any network). Confidences
-            # use the unsuppressed distribution, as LLaDA does.
-            x0 = sample_tokens(logits.index_fill(-1, special, NEG_INF), cfg.temperature,
-                               generator)
-            scores = confidence(logits, x0, cfg.remasking, generator)
-            scores = torch.where(masked, scores, NEG_INF)
-            commit = select_top(scores, schedule[:, i])
-            canvas[:, start:end] = torch.where(commit, x0, canvas[:, start:end])
+    for b, start in enumerate(range(first, S, block_len)):
+        end = min(start + block_len, S)
+        state.block, state.start, state.end = b, start, end
+        in_block = state.canvas[:, start:end] == mask_id
+        n_block = in_block.sum(1)  # [R]
+        targets = _targets(in_block, steps_per_block, cfg)
+        i = 0
+        while bool((state.canvas[:, start:end] == mask_id).any()):
+            state.block_step = i
+            logits = forward(state)
+            if on_logits is not None:
+                logits = on_logits(state.step, logits, state)
+                if logits is None:
+                    raise DLMError("on_logits must return the logits")
+            step = _decode_step(state, logits, cfg, i, steps_per_block, targets, n_block,
+                                generator, mask_id, pad_id, eos_id, no_eos[:, start:end])
+            if cfg.beam_width > 1:
+                step = _beam_step(state, step, expand, forward, trace)
+            _apply(state, step, mask_id)
             if trace is not None:
-                trace.steps.append(_trace_step(step_no, b, commit, x0, scores, start, pad_offset))
-            step_no += 1
-        if kind == "ar" and cfg.stop_at_eos and bool(((canvas[:, P:end] == eos_id).any(1)).all()):
+                trace.steps.append(_trace_step(state, step, pad_offset))
+            if on_tokens is not None:
+                on_tokens(state.step, state)
+            state.step += 1
+            i += 1
+        if kind == "ar" and cfg.stop_at_eos and bool(
+                (state.canvas[:, first:end] == eos_id).any(1).all()):
             break  # every row has ended; the rest would be cut anyway
-    tokens = [canvas[r, P:].tolist() for r in range(B)]
-    return Generation(tokens, trace, nfe)
+
+    keep, kept_scores = _choose_rows(network, kind, state, cfg, n_in, expand, mask_id, shift)
+    out = [state.canvas[r, int(pad_offset[r]):].tolist() for r in keep]
+    if trace is not None and expand > 1:
+        trace = trace.select(keep)
+    return Generation(out, out, trace, forward.nfe, kept_scores)
 
 
-def _trace_step(step: int, block: int, commit: Tensor, x0: Tensor, scores: Tensor, start: int,
-                pad_offset: Tensor) -> TraceStep:
-    rows, cols = commit.nonzero(as_tuple=True)
-    B = commit.shape[0]
-    positions: list[list[int]] = [[] for _ in range(B)]
-    tokens: list[list[int]] = [[] for _ in range(B)]
-    confs: list[list[float]] = [[] for _ in range(B)]
-    toks, cs = x0[rows, cols].tolist(), scores[rows, cols].float().tolist()
-    offs = pad_offset.tolist()
-    for r, c, t, s in zip(rows.tolist(), cols.tolist(), toks, cs):
-        positions[r].append(start + c - offs[r])
+def plan_blocks(kind: str, cfg: SampleConfig, length: int) -> tuple[int, int]:
+    """(block_length, steps per block) for decoding ``length`` slots."""
+    if kind == "ar":
+        return 1, 1
+    block = min(cfg.block_length or length, length)
+    n_blocks = -(-length // block)
+    return block, max(1, cfg.steps // n_blocks)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. the forward pass
+
+
+class _Forward:
+    """Logits of the current block [R, L, V] for each cache mode; counts network calls.
+
+    none: the whole canvas every step (exact). prefix (Fast-dLLM): the block's first step runs
+    the whole canvas and caches the keys/values before the block; later steps feed the block and
+    everything after it. dual: the first step caches every slot; later steps feed only the
+    block, overwriting its cache slots, and attend to the (stale) cached suffix too. AR: the
+    exact causal cache, each step feeding only the tokens not yet cached.
+    """
+
+    def __init__(self, network, kind: str, cfg: SampleConfig, mask_id: int, shift: int,
+                 cond: Tensor):
+        self.network, self.cfg, self.mask_id, self.shift, self.cond = \
+            network, cfg, mask_id, shift, cond
+        self.attn = attention_for(kind)
+        self.mode = "exact" if self.attn.kind != "bidirectional" else cfg.cache
+        self.cache = network.new_cache() if self.mode == "exact" else None
+        self.nfe = 0
+
+    def run(self, state: DecodeState, lo: int, hi: int, cache) -> Tensor:
+        """Network on canvas slots [lo, hi) (attending to ``cache`` too), CFG applied."""
+        ids, valid, pos = state.canvas, state.valid, state.positions
+        if self.cfg.cfg_scale > 0:  # LLaDA: the unconditional pass sees the prompt re-masked
+            ids = torch.cat([ids, ids.masked_fill(self.cond, self.mask_id)])
+            valid, pos = valid.repeat(2, 1), pos.repeat(2, 1)
+        k_hi = hi if cache is None or cache.write_at is None else valid.shape[1]
+        logits = self.network(ids[:, lo:hi], attn=self.attn.with_padding(valid[:, :k_hi]),
+                              positions=pos[:, lo:hi], cache=cache)
+        self.nfe += 1
+        if self.cfg.cfg_scale > 0:
+            c, u = logits.chunk(2)
+            logits = u + (self.cfg.cfg_scale + 1.0) * (c - u)
+        return logits
+
+    def __call__(self, state: DecodeState) -> Tensor:
+        start, end, S = state.start, state.end, state.canvas.shape[1]
+        a = start - self.shift  # logits at slots [a, a + L) predict the block
+        L = end - start
+        if self.mode == "exact":
+            c = self.cache.length
+            self.cache.store = start - c  # tokens before the block are committed: cache them
+            return self.run(state, c, end, self.cache)[:, a - c:a - c + L]
+        if self.mode == "none":
+            return self.run(state, 0, S, None)[:, a:a + L]
+        if state.block_step == 0:  # refresh the cache at each block start (Fast-dLLM)
+            self.cache = self.network.new_cache(store=a if self.mode == "prefix" else None)
+            return self.run(state, 0, S, self.cache)[:, a:a + L]
+        if self.mode == "prefix":
+            self.cache.store = 0
+            return self.run(state, a, S, self.cache)[:, :L]
+        self.cache.write_at = a
+        try:
+            return self.run(state, a, a + L, self.cache)
+        finally:
+            self.cache.write_at = None
+
+    def reorder(self, index: Tensor) -> None:
+        if self.cache is not None:
+            R = len(index)
+            self.cache.reorder(torch.cat([index, index + R]) if self.cfg.cfg_scale > 0
+                               else index)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-4. one step: candidates, scores, how many and which to commit, re-masking
+
+
+@dataclass
+class _Step:
+    x0: Tensor  # [R, L] candidate token per block slot
+    score: Tensor  # [R, L] score (-inf where not masked)
+    commit: Tensor  # [R, L] bool
+    remask: Tensor  # [R, L] bool
+    logprob: Tensor  # [R, L] log-probability of x0 under the filtered distribution
+    candidates: Tensor  # [R, L, V] the filtered logits x0 was drawn from
+
+
+def _targets(in_block: Tensor, steps: int, cfg: SampleConfig) -> Tensor:
+    """Masks left after each step of a block [R, steps]; with a ReMDM window narrower than
+    [0, 1] the steps inside it hold the count (ReMDM-loop) and the others share the work."""
+    hold = [cfg.remask_eta > 0 and (cfg.remask_t_on < 1 or cfg.remask_t_off > 0)
+            and cfg.remask_t_off <= 1 - i / steps <= cfg.remask_t_on for i in range(steps)]
+    moving = steps - sum(hold)
+    if not any(hold) or moving < 1:
+        return masked_targets(in_block, steps, cfg.transfer)
+    base = masked_targets(in_block, moving, cfg.transfer)
+    cols, j, last = [], 0, in_block.sum(1)
+    for h in hold:
+        if not h:
+            last = base[:, j]
+            j += 1
+        cols.append(last)
+    return torch.stack(cols, 1)
+
+
+def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, steps: int,
+                 targets: Tensor, n_block: Tensor, generator, mask_id: int, pad_id: int,
+                 eos_id: int, no_eos: Tensor) -> _Step:
+    start, end = state.start, state.end
+    masked = state.canvas[:, start:end] == mask_id  # [R, L]
+    logits = filter_logits(logits, cfg.top_k, cfg.top_p)
+    # MASK and PAD are never candidates (a trained model gives them ~0 probability; this keeps
+    # "every slot gets a real token" true for any network), nor EOS before min_length.
+    # Scores use the distribution before this suppression, as LLaDA does.
+    banned = logits.index_fill(-1, torch.tensor([mask_id, pad_id], device=logits.device),
+                               NEG_INF)
+    if no_eos.any():
+        banned[..., eos_id] = banned[..., eos_id].masked_fill(no_eos, NEG_INF)
+    x0 = sample_tokens(banned, cfg.temperature, generator)
+    logprob = torch.log_softmax(banned.double(), -1).gather(-1, x0[..., None]).squeeze(-1)
+    score = torch.where(masked, scores(logits, x0, cfg.remasking, generator), NEG_INF)
+    remask = torch.zeros_like(masked)
+    if cfg.remasking == "origin":
+        commit = origin_commit(score, masked, i, steps)
+    else:
+        if cfg.threshold is not None:
+            k = threshold_count(score, cfg.threshold)
+        elif cfg.factor is not None:
+            k = factor_count(score, cfg.factor)
+        else:
+            target = targets[:, min(i, targets.shape[1] - 1)]
+            if cfg.remask_eta > 0:
+                remask = _remask(state, masked, target, n_block, cfg, i, steps, generator)
+            k = masked.sum(1) - target + remask.sum(1)
+        commit = select_top(score, k, cfg.alg_temp, generator)
+    return _Step(x0, score, commit, remask, logprob, banned)
+
+
+def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
+            cfg: SampleConfig, i: int, steps: int, generator) -> Tensor:
+    """ReMDM: which committed (not given) tokens of the block go back to MASK this step."""
+    t = 1.0 - i / steps
+    if not cfg.remask_t_off <= t <= cfg.remask_t_on:
+        return torch.zeros_like(masked)
+    start, end = state.start, state.end
+    committed = ~masked & ~state.fixed[:, start:end]
+    n = n_block.double().clamp(min=1)
+    alpha_t = 1.0 - masked.sum(1).double() / n  # share of the block unmasked now
+    alpha_s = 1.0 - target.double() / n  # ... and after this step
+    sigma = remask_sigma(cfg.remask_variant, cfg.remask_eta, alpha_t, alpha_s)
+    r = torch.minimum(torch.round(sigma * committed.sum(1)).long(), target)
+    if cfg.remask_variant == "conf":  # the least confident go first
+        key = -state.confidence[:, start:end]
+    else:
+        key = torch.rand(masked.shape, generator=generator, dtype=torch.float64,
+                         device=masked.device)
+    return select_top(torch.where(committed, key, NEG_INF), r)
+
+
+def _apply(state: DecodeState, step: _Step, mask_id: int) -> None:
+    """Commit, then re-mask (the order ``Trace.state_at`` replays)."""
+    start, end = state.start, state.end
+    block = torch.where(step.commit, step.x0, state.canvas[:, start:end])
+    state.canvas[:, start:end] = block.masked_fill(step.remask, mask_id)
+    state.confidence[:, start:end] = torch.where(step.commit, step.score,
+                                                 state.confidence[:, start:end])
+    state.logprob += (step.logprob * step.commit).sum(1)
+
+
+def _trace_step(state: DecodeState, step: _Step, pad_offset: Tensor) -> TraceStep:
+    R = step.commit.shape[0]
+    offs = (state.start - pad_offset).tolist()  # block slot -> row position
+    positions: list[list[int]] = [[] for _ in range(R)]
+    tokens: list[list[int]] = [[] for _ in range(R)]
+    confs: list[list[float]] = [[] for _ in range(R)]
+    remasked: list[list[int]] = [[] for _ in range(R)]
+    rows, cols = step.commit.nonzero(as_tuple=True)
+    for r, c, t, s in zip(rows.tolist(), cols.tolist(), step.x0[rows, cols].tolist(),
+                          step.score[rows, cols].float().tolist()):
+        positions[r].append(offs[r] + c)
         tokens[r].append(t)
         confs[r].append(round(s, 6))
-    return TraceStep(step, block, positions, tokens, confs)
+    for r, c in zip(*(x.tolist() for x in step.remask.nonzero(as_tuple=True))):
+        remasked[r].append(offs[r] + c)
+    return TraceStep(state.step, state.block, positions, tokens, confs,
+                     remasked if step.remask.any() else [])
+
+
+# ----------------------------------------------------------------------------------------------
+# search: beam over canvases, best-of-N by likelihood
+
+
+def _beam_step(state: DecodeState, step: _Step, width: int, forward: _Forward,
+               trace: Trace | None) -> _Step:
+    """Keep the ``width`` best canvases of each input after this step.
+
+    The strategy has chosen which slots every beam commits; each beam proposes its ``width``
+    most likely joint fillings of those slots (exact top-k of the product distribution, built
+    slot by slot), and each input keeps the ``width`` candidates with the highest summed
+    log-probability of all committed tokens. Width 1 is greedy decoding.
+    """
+    R, L = step.commit.shape
+    logp = torch.log_softmax(step.candidates.double(), -1)  # [R, L, V]
+    W = min(width, logp.shape[-1])
+    top_lp, top_tok = logp.topk(W, dim=-1)  # [R, L, W]
+    n_commit = step.commit.sum(1)
+    K = int(n_commit.max())
+    slots = torch.argsort((~step.commit).long(), dim=1, stable=True)[:, :K]  # committed first
+    live = torch.arange(K, device=slots.device)[None, :] < n_commit[:, None]  # [R, K]
+    part = torch.zeros(R, 1, dtype=torch.float64, device=slots.device)
+    choice = torch.zeros(R, 1, K, dtype=torch.long, device=slots.device)  # option per slot
+    none = torch.full((W,), NEG_INF, dtype=torch.float64, device=slots.device)
+    none[0] = 0.0
+    for c in range(K):
+        opts = top_lp.gather(1, slots[:, c, None, None].expand(R, 1, W)).squeeze(1)  # [R, W]
+        opts = torch.where(live[:, c, None], opts, none)
+        total = (part[:, :, None] + opts[:, None, :]).flatten(1)  # [R, P * W]
+        part, best = total.topk(min(W, total.shape[1]), dim=1)
+        parent, pick = best // W, best % W
+        choice = choice.gather(1, parent[..., None].expand(-1, -1, K)).clone()
+        choice[:, :, c] = pick
+    # every candidate of every beam of an input competes; keep the best ``width``
+    n_in = R // width
+    cand = (state.logprob[:, None] + part).view(n_in, -1)  # [n_in, width * P]
+    P = part.shape[1]
+    _, best = cand.topk(width, dim=1)
+    src = (torch.arange(n_in, device=best.device)[:, None] * width + best // P).flatten()
+    opt = (best % P).flatten()  # [R]
+    # the chosen option's token and log-prob at each committed slot (other slots: unused)
+    sl, ch = slots[src], choice[src, opt]  # [R, K]
+    tok = top_tok[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
+    tok_lp = top_lp[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
+    x0 = step.x0[src].scatter(1, sl, tok.squeeze(-1))
+    lp = step.logprob[src].scatter(1, sl, tok_lp.squeeze(-1))
+    for name in ("canvas", "confidence", "logprob"):
+        setattr(state, name, getattr(state, name)[src].clone())
+    forward.reorder(src)
+    if trace is not None:
+        rows = src.tolist()
+        for t in trace.steps:
+            t.positions, t.tokens, t.confidences = ([v[r] for r in rows] for v in
+                                                    (t.positions, t.tokens, t.confidences))
+            if t.remasked:
+                t.remasked = [t.remasked[r] for r in rows]
+        trace.initial = [trace.initial[r] for r in rows]
+    return _Step(x0, step.score[src], step.commit[src], step.remask[src], lp,
+                 step.candidates[src])
+
+
+def _choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in: int,
+                 expand: int, mask_id: int, shift: int) -> tuple[list[int], list[float] | None]:
+    """Rows to return, one per input: all rows, the best beam, or the best of N samples."""
+    if expand == 1:
+        return list(range(n_in)), None
+    if cfg.beam_width > 1:
+        score = state.logprob
+    else:  # rank by the model's own estimate of log p(generated | given)
+        score = sequence_logprob(network, kind, state.canvas, ~state.fixed, mask_id=mask_id,
+                                 valid=state.valid, positions=state.positions, shift=shift,
+                                 t_samples=cfg.rank_t_samples, seed=cfg.seed)
+    best = score.view(n_in, expand).argmax(1)
+    keep = (torch.arange(n_in, device=best.device) * expand + best).tolist()
+    return keep, [float(score[r]) for r in keep]

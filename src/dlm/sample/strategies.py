@@ -1,11 +1,22 @@
-"""Small pluggable pieces of the reverse process: how many tokens to commit per step, how to
-draw candidate tokens, and how to score masked positions. The driver (``driver.py``) calls them.
+"""Small pluggable pieces of the reverse process; the driver (``driver.py``) calls them.
+
+* which tokens: ``filter_logits`` (top-k / top-p), ``sample_tokens`` (Gumbel-max)
+* which positions: ``scores`` (low_confidence, random, margin, entropy), ``select_top``
+  (the k best, or sampled with ``alg_temp``), ``origin_commit`` (Dream's 1 - s/t coin flips)
+* how many: ``masked_targets`` (LLaDA's even split or alpha(t)), ``threshold_count`` and
+  ``factor_count`` (Fast-dLLM), ``remask_sigma`` (ReMDM)
+
+Every function works on a whole batch of rows [B, ...] at once.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+from ..diffusion.schedules import get_schedule
 
 NEG_INF = float("-inf")
 
@@ -20,6 +31,20 @@ def num_transfer_tokens(mask_index: Tensor, steps: int) -> Tensor:
     out = base.expand(-1, steps).clone()
     out += (torch.arange(steps, device=mask_index.device)[None, :] < rem).long()
     return out
+
+
+def masked_targets(mask_index: Tensor, steps: int, transfer: str = "even") -> Tensor:
+    """How many masks each row should have left after each step [B, steps] (last column 0).
+
+    ``even``: LLaDA's split (``num_transfer_tokens``). ``linear`` / ``cosine``: the masked
+    fraction 1 - alpha(t) of that schedule at the step's end time t = 1 - (i + 1) / steps.
+    """
+    n = mask_index.sum(dim=1, keepdim=True)  # [B, 1]
+    if transfer == "even":
+        return n - num_transfer_tokens(mask_index, steps).cumsum(1)
+    t = 1.0 - torch.arange(1, steps + 1, dtype=torch.float64, device=n.device) / steps
+    frac = 1.0 - get_schedule(transfer).alpha(t)  # [steps], ends at 0
+    return torch.round(n.double() * frac[None, :]).long().clamp(min=0)
 
 
 def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
@@ -37,6 +62,12 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Ten
     return logits
 
 
+def gumbel(shape, generator: torch.Generator | None, device) -> Tensor:
+    """Standard Gumbel noise -log(-log u) in float64."""
+    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+    return -torch.log(-torch.log(u))
+
+
 def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None
                   ) -> Tensor:
     """Gumbel-max sampling: argmax(logits - T * log(-log u)); T=0 is greedy.
@@ -46,26 +77,91 @@ def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    u = torch.rand(logits.shape, generator=generator, dtype=torch.float64,
-                   device=logits.device)
-    return (logits.double() - temperature * torch.log(-torch.log(u))).argmax(dim=-1)
+    noise = gumbel(logits.shape, generator, logits.device)
+    return (logits.double() + temperature * noise).argmax(dim=-1)
 
 
-def confidence(logits: Tensor, tokens: Tensor, remasking: str,
-               generator: torch.Generator | None) -> Tensor:
-    """Score of each position's candidate token [B, L]: higher = commit sooner."""
-    if remasking == "low_confidence":  # LLaDA: probability of the chosen token
-        probs = torch.softmax(logits.double(), dim=-1)
-        return torch.gather(probs, -1, tokens[..., None]).squeeze(-1)
-    if remasking == "random":
+def scores(logits: Tensor, tokens: Tensor, remasking: str,
+           generator: torch.Generator | None) -> Tensor:
+    """Score of each position [B, L] (higher = commit sooner), from logits [B, L, V].
+
+    low_confidence: p(chosen token) (LLaDA); margin: p(top1) - p(top2); entropy: sum p log p
+    (Dream's negative entropy); random (and origin, which uses it for its coin flips): U(0, 1).
+    """
+    if remasking in ("random", "origin"):
         return torch.rand(tokens.shape, generator=generator, dtype=torch.float64,
                           device=tokens.device)
+    probs = torch.softmax(logits.double(), dim=-1)
+    if remasking == "low_confidence":
+        return torch.gather(probs, -1, tokens[..., None]).squeeze(-1)
+    if remasking == "margin":
+        top2 = torch.topk(probs, 2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if remasking == "entropy":
+        return (probs * torch.log(probs.clamp_min(1e-300))).sum(-1)
     raise ValueError(f"unknown remasking {remasking!r}")
 
 
-def select_top(scores: Tensor, k: Tensor) -> Tensor:
-    """Boolean [B, L]: the k[b] highest-scoring positions of each row (scores -inf never)."""
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)
+def select_top(scores: Tensor, k: Tensor, alg_temp: float | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """Boolean [B, L]: k[b] positions of each row, never one scored -inf.
+
+    Without ``alg_temp`` the k highest scores (ties: leftmost first). With it, k positions
+    drawn without replacement from softmax(scores / alg_temp) (Dream), via Gumbel-top-k.
+    """
+    keys = scores
+    if alg_temp:
+        keys = scores / alg_temp + gumbel(scores.shape, generator, scores.device)
+        keys = torch.where(scores > NEG_INF, keys, NEG_INF)
+    order = torch.argsort(keys, dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(
         scores.shape[1], device=scores.device).expand_as(order))
     return (ranks < k[:, None]) & (scores > NEG_INF)
+
+
+def threshold_count(scores: Tensor, threshold: float) -> Tensor:
+    """Fast-dLLM's threshold rule as a count [B]: every score >= threshold, at least one
+    (the best) while any masked position is left. ``scores`` is -inf off the candidates."""
+    available = (scores > NEG_INF).sum(1)
+    return torch.minimum((scores >= threshold).sum(1).clamp(min=1), available)
+
+
+def factor_count(scores: Tensor, factor: float) -> Tensor:
+    """Fast-dLLM's factor rule as a count [B].
+
+    Sort the n candidate scores c_1 >= c_2 >= ...; thresholds 1 - factor / (j + 1) for the
+    j-th (j >= 2; the first always passes); commit the ones before the first failure. As in
+    Fast-dLLM's ``get_transfer_index_dynamic``, a first failure at the last candidate still
+    commits all n.
+    """
+    n = (scores > NEG_INF).sum(1)  # [B]
+    sorted_scores = torch.sort(scores, dim=1, descending=True).values  # -inf last
+    j = torch.arange(1, scores.shape[1] + 1, device=scores.device, dtype=torch.float64)
+    thresholds = 1.0 - factor / (j + 1.0)
+    thresholds[0] = -math.inf
+    fail = (sorted_scores < thresholds[None, :]) & (j[None, :] <= n[:, None])
+    first_fail = torch.where(fail.any(1), fail.double().argmax(1), n - 1)
+    return torch.where((first_fail == n - 1) | (first_fail == 0), first_fail + 1, first_fail) \
+        .clamp(max=n) * (n > 0)
+
+
+def origin_commit(scores: Tensor, candidates: Tensor, step: int, steps: int,
+                  eps: float = 1e-3) -> Tensor:
+    """Dream's ``origin``: commit each candidate with probability 1 - s/t, t -> s the step's
+    times on linspace(1, eps, steps + 1); everything at the last step. ``scores`` ~ U(0, 1)."""
+    if step >= steps - 1:
+        return candidates
+    t = 1.0 - step / steps * (1.0 - eps)
+    s = 1.0 - (step + 1) / steps * (1.0 - eps)
+    return candidates & (scores < 1.0 - s / t)
+
+
+def remask_sigma(variant: str, eta: float, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
+    """ReMDM's per-token re-masking probability sigma_t [B] for a step t -> s (alpha = share
+    of the block unmasked). Its upper bound keeps the reverse process valid:
+    sigma_max = min(1, (1 - alpha_s) / alpha_t). ``cap``/``conf``: min(eta, sigma_max);
+    ``rescale``: eta * sigma_max."""
+    sigma_max = ((1.0 - alpha_s) / alpha_t.clamp_min(1e-12)).clamp(max=1.0)
+    if variant == "rescale":
+        return eta * sigma_max
+    return sigma_max.clamp(max=eta)
