@@ -1,8 +1,9 @@
 """Replay a real denoising trace in the terminal with rich (``dlm sample --animate``).
 
 Every frame is ``Trace.state_at(step)``: masked slots are dim dots, tokens committed at this
-step are highlighted, re-masked ones red, earlier ones plain, the prompt bold. Nothing is invented: the frames are
-exactly what the sampler did, step by step. Without a terminal only the last frame is printed.
+step are highlighted, re-masked ones red, earlier ones plain, the prompt bold. Nothing is
+invented: the frames are exactly what the sampler did, step by step. Without a terminal only
+the last frame is printed.
 """
 
 from __future__ import annotations

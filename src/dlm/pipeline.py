@@ -250,6 +250,9 @@ class Model:
             raise DLMError("a continuation is empty")
         ids, valid = left_pad([a + b for a, b in pairs], self.pad_id, self.device)
         S = ids.shape[1]
+        if S > self.max_seq_len:
+            raise DLMError(f"context + continuation ({S} tokens) exceed the model's context of "
+                           f"{self.max_seq_len} tokens")
         target = torch.zeros_like(valid)
         for r, (_, b) in enumerate(pairs):
             target[r, S - len(b):] = True

@@ -180,6 +180,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
         targets = _targets(in_block, steps_per_block, cfg)
         i = 0
         while bool((state.canvas[:, start:end] == mask_id).any()):
+            if i >= steps_per_block + (end - start):  # every rule commits >= 1 per step
+                raise DLMError("decoding made no progress (do on_logits hooks leave every "
+                               "token -inf or NaN?)")
             state.block_step = i
             logits = forward(state)
             if on_logits is not None:
@@ -206,6 +209,11 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     if trace is not None and expand > 1:
         trace = trace.select(keep)
     return Generation(out, out, trace, forward.nfe, kept_scores)
+
+
+def block_time(i: int, steps: int) -> float:
+    """Time t at the start of step i of a block (1 -> 0), rounded so window edges are exact."""
+    return round(1.0 - i / steps, 12)
 
 
 def plan_blocks(kind: str, cfg: SampleConfig, length: int) -> tuple[int, int]:
@@ -271,9 +279,9 @@ class _Forward:
         if self.mode == "prefix":
             self.cache.store = 0
             return self.run(state, a, S, self.cache)[:, :L]
-        self.cache.write_at = a
+        self.cache.write_at = a  # the block (and, shifted, the slot before it) is refreshed
         try:
-            return self.run(state, a, a + L, self.cache)
+            return self.run(state, a, end, self.cache)[:, :L]
         finally:
             self.cache.write_at = None
 
@@ -302,7 +310,7 @@ def _targets(in_block: Tensor, steps: int, cfg: SampleConfig) -> Tensor:
     """Masks left after each step of a block [R, steps]; with a ReMDM window narrower than
     [0, 1] the steps inside it hold the count (ReMDM-loop) and the others share the work."""
     hold = [cfg.remask_eta > 0 and (cfg.remask_t_on < 1 or cfg.remask_t_off > 0)
-            and cfg.remask_t_off <= 1 - i / steps <= cfg.remask_t_on for i in range(steps)]
+            and cfg.remask_t_off <= block_time(i, steps) <= cfg.remask_t_on for i in range(steps)]
     moving = steps - sum(hold)
     if not any(hold) or moving < 1:
         return masked_targets(in_block, steps, cfg.transfer)
@@ -352,7 +360,7 @@ def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, 
 def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
             cfg: SampleConfig, i: int, steps: int, generator) -> Tensor:
     """ReMDM: which committed (not given) tokens of the block go back to MASK this step."""
-    t = 1.0 - i / steps
+    t = block_time(i, steps)
     if not cfg.remask_t_off <= t <= cfg.remask_t_on:
         return torch.zeros_like(masked)
     start, end = state.start, state.end
