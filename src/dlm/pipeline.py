@@ -112,9 +112,10 @@ class Model:
         cfg = self.sample_config(config, **fields)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         ids = [self.tokenizer.encode(p) for p in prompts]
-        gen = generate(self.network, ids, cfg, kind=self.kind, mask_id=self.mask_id,
-                       eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
-                       on_logits=on_logits, on_tokens=on_tokens)
+        with autocast(self.device):
+            gen = generate(self.network, ids, cfg, kind=self.kind, mask_id=self.mask_id,
+                           eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
+                           on_logits=on_logits, on_tokens=on_tokens)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
         return GenerationResult(texts[0] if isinstance(prompt, str) else texts, gen.tokens,
                                 gen.trace, gen.nfe, cfg, gen.scores)
@@ -152,10 +153,17 @@ class Model:
         parsed = [parse_template(t) for t in templates]
         canvases = [build_canvas(p, self.tokenizer) for p in parsed]
         bos = self._bos()
-        gen = denoise(self.network, [bos + c.ids for c in canvases], [len(bos)] * len(canvases),
-                      cfg, kind=self.kind, mask_id=self.mask_id, eos_id=self.eos_id,
-                      pad_id=self.pad_id, record_trace=trace, on_logits=on_logits,
-                      on_tokens=on_tokens)
+        # exact spans get real tokens only; an EOS ends a [MASK:<=n] span early
+        no_eos = [[False] * len(bos) + [False] * len(c.ids) for c in canvases]
+        for row, p, c in zip(no_eos, parsed, canvases):
+            for span, (a, b) in zip(p.spans, c.span_slots):
+                row[len(bos) + a:len(bos) + b] = [span.exact] * (b - a)
+        with autocast(self.device):
+            gen = denoise(self.network, [bos + c.ids for c in canvases],
+                          [len(bos)] * len(canvases), cfg, kind=self.kind,
+                          mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
+                          record_trace=trace, on_logits=on_logits, on_tokens=on_tokens,
+                          no_eos=no_eos)
         filled = [read_fillings(p, c, row[len(bos):], self.tokenizer)
                   for p, c, row in zip(parsed, canvases, gen.canvases)]
         one = isinstance(template, str)
@@ -165,13 +173,15 @@ class Model:
 
     def edit(self, text: str | list[str], spans: list[tuple[int, int]] | None = None,
              budget: int = 8, trace: bool = False, config: SampleConfig | None = None,
-             score_passes: int = 8, **fields) -> EditResult:
+             score_passes: int = 8, on_logits: LogitsHook | None = None,
+             on_tokens: TokensHook | None = None, **fields) -> EditResult:
         """Re-mask part of a text and denoise it again: the "fix earlier mistakes" move.
 
         ``spans``: character ranges [(start, end), ...] to rewrite (one list for one text).
         Without spans, the ``budget`` tokens the model is least sure of: each token's
         log-probability when masked, scored in ``score_passes`` passes that each mask every
-        ``score_passes``-th token. The trace starts with the re-masking step.
+        ``score_passes``-th token. Re-masked slots get real tokens (no EOS). The trace starts
+        with the re-masking step.
 
             model.edit("The cat sat on the mta.", budget=3).text
         """
@@ -182,30 +192,42 @@ class Model:
             raise DLMError("spans select characters of one text; pass one text with spans")
         if budget < 1 and spans is None:
             raise DLMError(f"budget must be >= 1 (got {budget})")
+        if score_passes < 1:
+            raise DLMError(f"score_passes must be >= 1 (got {score_passes})")
         bos = self._bos()
         rows, chosen = [], []
         for t in texts:
             ids, offsets = self.tokenizer.encode_offsets(t)
             if not ids:
                 raise DLMError("nothing to edit: the text is empty")
+            if self.mask_id in ids:
+                raise DLMError("the text contains the mask token; use infill for masked spans")
+            if len(bos) + len(ids) > self.max_seq_len:
+                raise DLMError(f"the text ({len(bos) + len(ids)} tokens) exceeds the model's "
+                               f"context of {self.max_seq_len} tokens")
             if spans is not None:
                 pick = _tokens_in_spans(offsets, spans, len(t))
             else:
-                pick = self._least_sure(bos + ids, min(budget, len(ids)), score_passes,
-                                        cfg.seed)
+                pick = self._least_sure(bos + ids, min(budget, len(ids)), score_passes)
                 pick = [p - len(bos) for p in pick]
             rows.append(bos + ids)
             chosen.append(sorted(len(bos) + p for p in pick))
-        canvases = [[self.mask_id if i in set(c) else tok for i, tok in enumerate(r)]
-                    for r, c in zip(rows, chosen)]
-        gen = denoise(self.network, canvases, [len(bos)] * len(rows), cfg, kind=self.kind,
-                      mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
-                      record_trace=trace)
+        canvases = []
+        for r, c in zip(rows, chosen):
+            canvas = list(r)
+            for i in c:
+                canvas[i] = self.mask_id
+            canvases.append(canvas)
+        with autocast(self.device):
+            gen = denoise(self.network, canvases, [len(bos)] * len(rows), cfg, kind=self.kind,
+                          mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
+                          record_trace=trace, on_logits=on_logits, on_tokens=on_tokens,
+                          no_eos=[[t == self.mask_id for t in c] for c in canvases])
         if gen.trace is not None:  # show the re-masking itself as the first step
             for s in gen.trace.steps:
                 s.step += 1
-            empty = [[] for _ in rows]
-            gen.trace.steps.insert(0, TraceStep(0, -1, empty, empty, empty, chosen))
+            gen.trace.steps.insert(0, TraceStep(0, -1, [[] for _ in rows], [[] for _ in rows],
+                                                [[] for _ in rows], chosen))
             gen.trace.initial = rows
         out = [self.tokenizer.decode([t for t in c[len(bos):] if t not in
                                       (self.mask_id, self.pad_id)]) for c in gen.canvases]
@@ -216,7 +238,7 @@ class Model:
                           gen.nfe, cfg)
 
     @torch.no_grad()
-    def _least_sure(self, ids: list[int], k: int, passes: int, seed: int) -> list[int]:
+    def _least_sure(self, ids: list[int], k: int, passes: int) -> list[int]:
         """The k positions (not a BOS) whose token has the lowest log-probability when masked."""
         x = torch.tensor(ids, device=self.device)
         start = len(self._bos())
@@ -232,8 +254,9 @@ class Model:
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         lp = torch.log_softmax(logits.double(), -1).gather(-1, x[None, :, None].expand(
             passes, -1, 1)).squeeze(-1)
-        surprise = torch.where(hide, lp, 0.0).sum(0).masked_fill(slot < start, math.inf)
-        return sorted(torch.topk(-surprise, k).indices.tolist())
+        # each token is hidden in exactly one pass: its log-probability there
+        token_lp = torch.where(hide, lp, 0.0).sum(0).masked_fill(slot < start, math.inf)
+        return sorted(torch.topk(-token_lp, k).indices.tolist())
 
     def loglikelihood(self, context: str | list[str], continuation: str | list[str],
                       t_samples: int = 64, seed: int = 0) -> list[float]:

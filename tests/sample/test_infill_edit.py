@@ -113,7 +113,7 @@ def test_infill_batch_equals_one_at_a_time(mdlm):
     assert both.trace.state_at() == both.tokens
 
 
-def test_infill_eos_ends_an_upto_span_and_is_dropped_from_an_exact_one(mdlm):
+def test_infill_eos_ends_an_upto_span_and_is_banned_from_an_exact_one(mdlm):
     def force_eos_at(slot: int):
         def hook(step, logits, state):  # logits [R, L, V] of canvas slots [start, end)
             if state.start <= slot < state.end:
@@ -126,9 +126,9 @@ def test_infill_eos_ends_an_upto_span_and_is_dropped_from_an_exact_one(mdlm):
     assert upto.fillings == [mdlm.tokenizer.decode(upto.tokens[0][3:4])]
     assert upto.text == "ab " + upto.fillings[0] + " cd"
     exact = mdlm.infill("ab [MASK:4] cd", steps=4, on_logits=force_eos_at(4))
-    assert exact.tokens[0][4] == mdlm.eos_id
-    kept = [t for t in exact.tokens[0][3:7] if t != mdlm.eos_id]
-    assert len(kept) == 3 and exact.fillings == [mdlm.tokenizer.decode(kept)]
+    span = exact.tokens[0][3:7]  # an exact span gets n real tokens, whatever the logits say
+    assert mdlm.eos_id not in span and mdlm.mask_id not in span and mdlm.pad_id not in span
+    assert exact.fillings == [mdlm.tokenizer.decode(span)]
 
 
 def test_infill_errors(mdlm, ar):
@@ -362,3 +362,20 @@ def test_cli_infill_animate_without_tty_prints_last_frame(trained, capsys):
                  "--animate"]) == 0
     out = capsys.readouterr().out
     assert "final text" in out and "step 3/3" in out
+
+
+def test_edit_never_writes_eos_into_the_text(mdlm):
+    def prefer_eos(step, logits, state):
+        logits[..., mdlm.eos_id] = 1e4
+        return logits
+
+    out = mdlm.edit("hello world", spans=[(6, 11)], steps=5, on_logits=prefer_eos)
+    assert mdlm.eos_id not in out.tokens[0]
+    assert out.text.startswith("hello ") and len(out.text.encode()) >= len("hello world")
+
+
+def test_edit_refuses_the_mask_token_and_overlong_text(mdlm):
+    with pytest.raises(DLMError, match="mask token"):
+        mdlm.edit("A<|mask|>B", budget=1)
+    with pytest.raises(DLMError, match="context"):
+        mdlm.edit("x" * (mdlm.max_seq_len + 1), budget=1)

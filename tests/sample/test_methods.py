@@ -847,3 +847,80 @@ def test_bad_configs_are_clear_errors(kw, match):
 def test_cfg_on_an_ar_model_is_an_error():
     with pytest.raises(DLMError, match="cfg_scale.*masked diffusion"):
         run(TableNet(table_of({})), [[1]], "ar", gen_length=4, cfg_scale=1.0)
+
+
+# -- regressions found in review ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mdlm", "ar"])
+def test_beam_wider_than_the_allowed_tokens_still_commits_real_tokens(kind):
+    """top_k=1 leaves one allowed token per slot: a beam of 3 must equal greedy (no NaN score,
+    no banned token committed)."""
+    net = tiny_net()
+    kw = dict(steps=8, gen_length=8, top_k=1)
+    greedy = run(net, [[1, 2, 3]], kind=kind, **kw)
+    beam = run(net, [[1, 2, 3]], kind=kind, beam_width=3, **kw)
+    assert beam.tokens == greedy.tokens
+    assert math.isfinite(beam.scores[0])
+    assert all(t not in (MASK, PAD) for t in beam.tokens[0])
+
+
+def test_best_of_n_scores_only_up_to_the_first_eos():
+    """Tokens after EOS are cut from the text, so they must not rank the samples."""
+    net = tiny_net()
+
+    def eos_at_2(step, logits, state):
+        if state.start == 3 + 2:  # AR: the block is one slot; slot 5 = third generated token
+            logits[:, :, EOS] = 1e4
+        return logits
+
+    cfg = SampleConfig(gen_length=12, temperature=1.0, num_samples=3, seed=1)
+    gen = generate(net, [[1, 2]], cfg, kind="ar", on_logits=eos_at_2, **IDS)
+    row = gen.canvases[0]  # [BOS, 1, 2, generated ...]
+    assert EOS in row[3:]
+    end = row.index(EOS, 3) + 1  # the EOS itself counts, what follows does not
+    ids = torch.tensor([row])
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    target[0, 3:end] = True  # [BOS, 1, 2] is the prompt
+    want = sequence_logprob(net, "ar", ids, target, mask_id=MASK, shift=1)
+    assert gen.scores[0] == pytest.approx(float(want), abs=1e-6)
+
+
+def test_ragged_infill_with_blocks_equals_one_at_a_time():
+    net = tiny_net()
+    a = [5, 6, 7, 8, 9, 10, MASK, MASK, MASK, 11, MASK, MASK, MASK, MASK, MASK, 12]
+    b = [5, MASK, MASK, 13, MASK, MASK, MASK, 14, 15]
+    cfg = SampleConfig(steps=8, block_length=4)
+    for extra in ({}, {"threshold": 0.3}):
+        c = cfg.replace(**extra)
+        both = denoise(net, [a, b], [0, 0], c, kind="mdlm", **IDS)
+        for i, row in enumerate((a, b)):
+            alone = denoise(net, [row], [0], c, kind="mdlm", **IDS)
+            assert both.canvases[i] == alone.canvases[0]
+            assert [s.positions[i] for s in both.trace.steps if s.positions[i]] == \
+                [s.positions[0] for s in alone.trace.steps if s.positions[0]]
+
+
+def test_a_prompt_holding_the_mask_token_is_refused():
+    with pytest.raises(DLMError, match="mask token"):
+        run(tiny_net(), [[1, MASK, 2]], steps=4, gen_length=4)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(threshold=0.5, remasking="entropy"), "entropy"),
+    (dict(threshold=0.5, alg_temp=0.5), "alg_temp"),
+    (dict(temperature=float("nan")), "temperature"),
+    (dict(cfg_scale=float("inf")), "cfg_scale"),
+    (dict(gen_length="8"), "gen_length"),
+    (dict(steps=8.0), "steps"),
+    (dict(remask_eta=0.1, remask_t_on=1.0, remask_t_off=0.5), "remask_t_on"),
+    (dict(remask_eta=0.1, remask_variant="conf", remasking="random"), "conf"),
+    (dict(num_samples=2), "best-of-N"),
+])
+def test_more_invalid_configs(bad, match):
+    with pytest.raises(DLMError, match=match):
+        SampleConfig(**bad).validate()
+
+
+def test_one_stop_string_is_not_split_into_characters():
+    assert SampleConfig(stop="END").stop == ["END"]

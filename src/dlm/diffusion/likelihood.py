@@ -150,7 +150,8 @@ def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mas
 @torch.no_grad()
 def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id: int,
                      valid: Tensor | None = None, positions: Tensor | None = None,
-                     shift: int = 0, t_samples: int = 8, seed: int = 0) -> Tensor:
+                     shift: int = 0, t_samples: int = 8, seed: int = 0,
+                     batch_size: int = 64) -> Tensor:
     """log p(target tokens | the other tokens) per row [R], float64.
 
     ids [R, S] (left padding allowed: ``valid`` False there, ``positions`` the RoPE positions),
@@ -166,13 +167,20 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
     target = target & valid
 
-    def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [N, S]: log p(ids at slot)
-        logits = network(inp, attn=attn.with_padding(valid.repeat(len(inp) // R, 1)),
-                         positions=positions.repeat(len(inp) // R, 1))
-        if shift:
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        lp = torch.log_softmax(logits.double(), dim=-1)
-        return lp.gather(-1, ids.repeat(len(inp) // R, 1)[..., None]).squeeze(-1)
+    def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [K*R, S]: log p(ids at slot)
+        n = len(inp) // R
+        rows_valid, rows_pos, rows_ids = valid.repeat(n, 1), positions.repeat(n, 1), \
+            ids.repeat(n, 1)
+        out = []
+        for i in range(0, len(inp), batch_size):
+            sl = slice(i, i + batch_size)
+            logits = network(inp[sl], attn=attn.with_padding(rows_valid[sl]),
+                             positions=rows_pos[sl])
+            if shift:
+                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            lp = torch.log_softmax(logits.double(), dim=-1)
+            out.append(lp.gather(-1, rows_ids[sl][..., None]).squeeze(-1))
+        return torch.cat(out)
 
     if kind == "ar":
         return (token_logprob(ids, Attention.causal()) * target).sum(1)

@@ -18,6 +18,7 @@ new tokens), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``stop``, ``min_le
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import DLMError
@@ -76,6 +77,10 @@ class SampleConfig:
     stop_at_eos: bool = _f(True, "cut the text at the first EOS")
     stop: list[str] | None = _f(None, "stop strings: the text is cut before the first one")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):  # one stop string, not its characters
+            self.stop = [self.stop]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -97,6 +102,19 @@ class SampleConfig:
         def bad(msg: str):
             raise DLMError(msg)
 
+        for f in fields(self):  # the Python API gets no argparse type checks
+            value, kind = getattr(self, f.name), f.type.replace(" | None", "")
+            if value is None and "None" in f.type:
+                continue
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value),
+                  "str": isinstance(value, str), "bool": isinstance(value, bool),
+                  "list[str]": isinstance(value, list)
+                  and all(isinstance(x, str) for x in value)}.get(kind, True)
+            if not ok:
+                bad(f"{f.name} must be {'a finite number' if kind == 'float' else kind} "
+                    f"(got {value!r})")
         if self.gen_length < 1:
             bad(f"gen_length must be >= 1 (got {self.gen_length})")
         if self.steps < 1:
@@ -122,6 +140,11 @@ class SampleConfig:
         if self.remasking == "origin" and (self.dynamic or self.alg_temp):
             bad("remasking='origin' decides how many to commit itself: drop threshold, "
                 "factor and alg_temp")
+        if self.dynamic and self.remasking == "entropy":
+            bad("threshold / factor compare a probability-like score in [0, 1]; -entropy is "
+                "<= 0: use remasking low_confidence or margin")
+        if self.dynamic and self.alg_temp:
+            bad("threshold / factor commit the positions above the threshold: drop alg_temp")
         if self.cfg_scale < 0:
             bad(f"cfg_scale must be >= 0 (got {self.cfg_scale})")
         if self.min_length < 0:
@@ -134,11 +157,22 @@ class SampleConfig:
         if not 0 <= self.remask_t_off < self.remask_t_on <= 1:
             bad(f"need 0 <= remask_t_off < remask_t_on <= 1 (got {self.remask_t_off}, "
                 f"{self.remask_t_on})")
+        if self.remask_t_on == 1 and self.remask_t_off > 0:
+            bad("a ReMDM-loop window holds the number of masks, so it must start after some "
+                "tokens are committed: use remask_t_on < 1")
+        if self.remask_eta > 0 and self.remask_variant == "conf" and \
+                self.remasking in ("random", "origin"):
+            bad("remask_variant='conf' re-masks the least confident tokens: it needs "
+                "remasking low_confidence, margin or entropy")
         for name in ("num_samples", "beam_width", "rank_t_samples"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.num_samples > 1 and self.beam_width > 1:
             bad("choose one of num_samples (best-of-N) and beam_width, not both")
+        if self.num_samples > 1 and self.temperature == 0 and self.remasking not in (
+                "random", "origin") and not self.alg_temp:
+            bad("best-of-N needs different samples: set temperature > 0 (or remasking "
+                "random / origin, or alg_temp)")
         if self.block_length is not None and self.block_length < 1:
             bad(f"block_length must be >= 1 (got {self.block_length})")
         if blocks and self.block_length is not None:

@@ -79,18 +79,6 @@ class DecodeState:
     end: int = 0
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    """Rows -> ids [B, S] left-padded with PAD, and valid [B, S] (True on real tokens)."""
-    S = max(len(p) for p in rows)
-    ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
-    valid = torch.zeros((len(rows), S), dtype=torch.bool)
-    for b, p in enumerate(rows):
-        if p:
-            ids[b, S - len(p):] = torch.tensor(p, dtype=torch.long)
-            valid[b, S - len(p):] = True
-    return ids.to(device), valid.to(device)
-
-
 def logit_shift(network, kind: str) -> int:
     """1 when logits at slot i - 1 predict slot i (AR, Dream-style models), else 0."""
     return 1 if kind == "ar" or getattr(network.config, "shift_logits", False) else 0
@@ -105,12 +93,16 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
     cfg.validate()
     if not prompts:
         raise DLMError("no prompts given")
+    if any(mask_id in p for p in prompts):
+        raise DLMError("a prompt contains the mask token; use infill to fill masked spans")
     if logit_shift(network, kind):  # a BOS (the EOS id: "a document starts") predicts token 0
         prompts = [[eos_id, *p] for p in prompts]
     canvases = [[*p, *([mask_id] * cfg.gen_length)] for p in prompts]
+    no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(cfg.gen_length)]
+              for p in prompts]
     gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=kind,
                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
-                  on_logits=on_logits, on_tokens=on_tokens, min_length_from=0)
+                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos)
     gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
     return gen
 
@@ -119,13 +111,12 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
 def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig,
             *, kind: str, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
-            min_length_from: int | None = None, trace_prefix: list[TraceStep] | None = None
-            ) -> Generation:
+            no_eos: list[list[bool]] | None = None) -> Generation:
     """Fill every MASK of the given canvases; every other token stays as it is.
 
-    ``min_length_from``: generated tokens counted from this row offset after the prompt may
-    not be EOS before ``cfg.min_length`` (None: no such rule). ``trace_prefix``: steps to put
-    before the decoding steps in the trace (``edit`` records its re-masking there).
+    Rows are padded so their first MASKs share a slot (blocks then line up, and a batch
+    decodes like each row alone); each row splits ``cfg.steps`` over its own blocks.
+    ``no_eos`` (per row and slot): where EOS may not be drawn (``min_length``, exact spans).
     """
     if not canvases:
         raise DLMError("nothing to decode")
@@ -135,27 +126,28 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     if longest > max_len:
         raise DLMError(f"prompt + generated tokens ({longest}) exceed the model's context of "
                        f"{max_len} tokens")
+    if not any(mask_id in c for c in canvases):
+        raise DLMError("nothing to generate: the canvas has no masked position")
     shift = logit_shift(network, kind)
     if kind == "ar" and cfg.cfg_scale > 0:
         raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
     expand = max(cfg.num_samples, cfg.beam_width)
     n_in = len(canvases)
     rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
-    canvas, valid = left_pad(rows, pad_id, device)
+    firsts = [c.index(mask_id) if mask_id in c else len(c) for c in rows]
+    left = [max(firsts) - f for f in firsts]
+    canvas, valid = pad_rows(rows, left, pad_id, device)
     R, S = canvas.shape
-    pad_offset = (~valid).sum(1)  # [R]: canvas slot where each row starts
+    pad_offset = torch.tensor(left, device=device)  # [R]: canvas slot where each row starts
     plen = torch.tensor([p for p in prompt_lengths for _ in range(expand)], device=device)
     slot = torch.arange(S, device=device)[None, :]
     fixed = (canvas != mask_id) | ~valid
-    masks = canvas == mask_id
-    if not masks.any():
-        raise DLMError("nothing to generate: the canvas has no masked position")
-    if shift and bool((masks & (slot == pad_offset[:, None])).any()):
+    if shift and bool(((canvas == mask_id) & (slot == pad_offset[:, None])).any()):
         raise DLMError("a model with shifted logits cannot fill the first position")
-    no_eos = torch.zeros_like(masks)
-    if min_length_from is not None and cfg.min_length > 0:
-        gen_index = slot - pad_offset[:, None] - plen[:, None] - min_length_from
-        no_eos = (gen_index >= 0) & (gen_index < cfg.min_length)
+    banned_eos = torch.zeros_like(fixed)
+    if no_eos is not None:
+        banned_eos = pad_rows([[int(x) for x in r] for r in no_eos for _ in range(expand)],
+                              left, 0, device)[0].bool()
     state = DecodeState(
         canvas=canvas, fixed=fixed, valid=valid,
         positions=(valid.long().cumsum(1) - 1).clamp(min=0),
@@ -167,20 +159,22 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     # the condition CFG removes: given tokens, except a shifted model's BOS
     cond = fixed & valid & (slot != pad_offset[:, None]) if shift else fixed & valid
     forward = _Forward(network, kind, cfg, mask_id, shift, cond)
-    trace = Trace(kind, mask_id, [list(c) for c in rows], plen.tolist(),
-                  list(trace_prefix or [])) if record_trace else None
-    first = int(masks.float().argmax(1).masked_fill(~masks.any(1), S).min())
-    block_len, steps_per_block = plan_blocks(kind, cfg, S - first)
+    trace = Trace(kind, mask_id, [list(c) for c in rows], plen.tolist()) \
+        if record_trace else None
+    eos = eos_id if cfg.stop_at_eos else None
+    parents: list[Tensor | None] = []  # beam search: where each row came from, per step
+    first = max(firsts)
+    ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
+    block_len, steps_per_block = plan_blocks(kind, cfg, ends - first)  # steps: [R]
 
     for b, start in enumerate(range(first, S, block_len)):
         end = min(start + block_len, S)
         state.block, state.start, state.end = b, start, end
         in_block = state.canvas[:, start:end] == mask_id
-        n_block = in_block.sum(1)  # [R]
-        targets = _targets(in_block, steps_per_block, cfg)
+        targets = _targets(in_block, steps_per_block, cfg)  # [R, max steps]
         i = 0
         while bool((state.canvas[:, start:end] == mask_id).any()):
-            if i >= steps_per_block + (end - start):  # every rule commits >= 1 per step
+            if i >= targets.shape[1] + (end - start):  # every rule commits >= 1 per step
                 raise DLMError("decoding made no progress (do on_logits hooks leave every "
                                "token -inf or NaN?)")
             state.block_step = i
@@ -189,13 +183,16 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 logits = on_logits(state.step, logits, state)
                 if logits is None:
                     raise DLMError("on_logits must return the logits")
-            step = _decode_step(state, logits, cfg, i, steps_per_block, targets, n_block,
-                                generator, mask_id, pad_id, eos_id, no_eos[:, start:end])
+            step = _decode_step(state, logits, cfg, i, steps_per_block, targets,
+                                in_block.sum(1), generator, mask_id, pad_id, eos_id,
+                                banned_eos[:, start:end])
+            src = None
             if cfg.beam_width > 1:
-                step = _beam_step(state, step, expand, forward, trace)
-            _apply(state, step, mask_id)
+                step, src = _beam_step(state, step, expand, forward, eos)
+            _apply(state, step, mask_id, eos)
             if trace is not None:
                 trace.steps.append(_trace_step(state, step, pad_offset))
+                parents.append(src)
             if on_tokens is not None:
                 on_tokens(state.step, state)
             state.step += 1
@@ -204,25 +201,49 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 (state.canvas[:, first:end] == eos_id).any(1).all()):
             break  # every row has ended; the rest would be cut anyway
 
-    keep, kept_scores = _choose_rows(network, kind, state, cfg, n_in, expand, mask_id, shift)
-    out = [state.canvas[r, int(pad_offset[r]):].tolist() for r in keep]
+    keep, kept_scores = _choose_rows(network, kind, state, cfg, n_in, expand, mask_id, eos_id,
+                                     shift)
+    out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
     if trace is not None and expand > 1:
-        trace = trace.select(keep)
+        trace = _lineage(trace, keep, parents)
     return Generation(out, out, trace, forward.nfe, kept_scores)
 
 
-def block_time(i: int, steps: int) -> float:
-    """Time t at the start of step i of a block (1 -> 0), rounded so window edges are exact."""
-    return round(1.0 - i / steps, 12)
+def pad_rows(rows: list[list[int]], left: list[int], pad_id: int, device
+             ) -> tuple[Tensor, Tensor]:
+    """Rows -> ids [B, S] with ``left[b]`` PADs before row b and PADs after it up to the
+    longest, and valid [B, S] (True on the row's own tokens)."""
+    S = max(n + len(r) for n, r in zip(left, rows))
+    ids = torch.full((len(rows), S), pad_id, dtype=torch.long)
+    valid = torch.zeros((len(rows), S), dtype=torch.bool)
+    for b, (n, r) in enumerate(zip(left, rows)):
+        if r:
+            ids[b, n:n + len(r)] = torch.tensor(r, dtype=torch.long)
+            valid[b, n:n + len(r)] = True
+    return ids.to(device), valid.to(device)
 
 
-def plan_blocks(kind: str, cfg: SampleConfig, length: int) -> tuple[int, int]:
-    """(block_length, steps per block) for decoding ``length`` slots."""
+def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[Tensor, Tensor]:
+    """Rows -> ids [B, S] left-padded with PAD, and valid [B, S] (True on real tokens)."""
+    S = max(len(r) for r in rows)
+    return pad_rows(rows, [S - len(r) for r in rows], pad_id, device)
+
+
+def block_time(i, steps: Tensor) -> Tensor:
+    """Time t at the start of step i of a block (1 -> 0) per row, rounded so window edges
+    are exact."""
+    i = torch.as_tensor(i, dtype=torch.float64, device=steps.device)
+    return torch.round((1.0 - i / steps.double()) * 1e12) / 1e12
+
+
+def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor) -> tuple[int, Tensor]:
+    """Block length and each row's steps per block [R], for rows of ``length`` [R] slots
+    to decode (from the shared first mask on)."""
     if kind == "ar":
-        return 1, 1
-    block = min(cfg.block_length or length, length)
-    n_blocks = -(-length // block)
-    return block, max(1, cfg.steps // n_blocks)
+        return 1, torch.ones_like(length)
+    block = min(cfg.block_length or int(length.max()), int(length.max()))
+    n_blocks = (length + block - 1) // block
+    return block, (cfg.steps // n_blocks).clamp(min=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,39 +327,55 @@ class _Step:
     candidates: Tensor  # [R, L, V] the filtered logits x0 was drawn from
 
 
-def _targets(in_block: Tensor, steps: int, cfg: SampleConfig) -> Tensor:
-    """Masks left after each step of a block [R, steps]; with a ReMDM window narrower than
-    [0, 1] the steps inside it hold the count (ReMDM-loop) and the others share the work."""
-    hold = [cfg.remask_eta > 0 and (cfg.remask_t_on < 1 or cfg.remask_t_off > 0)
-            and cfg.remask_t_off <= block_time(i, steps) <= cfg.remask_t_on for i in range(steps)]
-    moving = steps - sum(hold)
-    if not any(hold) or moving < 1:
-        return masked_targets(in_block, steps, cfg.transfer)
-    base = masked_targets(in_block, moving, cfg.transfer)
-    cols, j, last = [], 0, in_block.sum(1)
-    for h in hold:
-        if not h:
-            last = base[:, j]
-            j += 1
-        cols.append(last)
-    return torch.stack(cols, 1)
+def _targets(in_block: Tensor, steps: Tensor, cfg: SampleConfig) -> Tensor:
+    """Masks left after each step of a block [R, max steps] (0 past a row's own steps).
+
+    With a ReMDM window narrower than [0, 1] the steps inside it hold the count (ReMDM-loop)
+    and the others share the work. Rows are grouped by their number of steps.
+    """
+    out = torch.zeros(in_block.shape[0], int(steps.max()), dtype=torch.long,
+                      device=in_block.device)
+    for n in steps.unique().tolist():
+        rows = steps == n
+        t = block_time(torch.arange(n).tolist(), torch.tensor(float(n)))
+        hold = [bool(cfg.remask_eta > 0 and (cfg.remask_t_on < 1 or cfg.remask_t_off > 0)
+                     and cfg.remask_t_off <= x <= cfg.remask_t_on) for x in t.tolist()]
+        moving = n - sum(hold)
+        if not any(hold) or moving < 1:
+            out[rows, :n] = masked_targets(in_block[rows], n, cfg.transfer)
+            continue
+        base = masked_targets(in_block[rows], moving, cfg.transfer)
+        j, last = 0, in_block[rows].sum(1)
+        for col, h in enumerate(hold):
+            if not h:
+                last = base[:, j]
+                j += 1
+            out[rows, col] = last
+    return out
 
 
-def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, steps: int,
+def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, steps: Tensor,
                  targets: Tensor, n_block: Tensor, generator, mask_id: int, pad_id: int,
                  eos_id: int, no_eos: Tensor) -> _Step:
     start, end = state.start, state.end
     masked = state.canvas[:, start:end] == mask_id  # [R, L]
-    logits = filter_logits(logits, cfg.top_k, cfg.top_p)
     # MASK and PAD are never candidates (a trained model gives them ~0 probability; this keeps
-    # "every slot gets a real token" true for any network), nor EOS before min_length.
-    # Scores use the distribution before this suppression, as LLaDA does.
+    # "every slot gets a real token" true for any network), nor EOS where it is banned
+    # (min_length, exact infill spans, edits); top-k / top-p then choose among the rest.
+    # Scores see the distribution without the top-k / top-p cut-off only (as in LLaDA, the
+    # suppressed special tokens keep their probability mass there).
     banned = logits.index_fill(-1, torch.tensor([mask_id, pad_id], device=logits.device),
                                NEG_INF)
     if no_eos.any():
         banned[..., eos_id] = banned[..., eos_id].masked_fill(no_eos, NEG_INF)
-    x0 = sample_tokens(banned, cfg.temperature, generator)
-    logprob = torch.log_softmax(banned.double(), -1).gather(-1, x0[..., None]).squeeze(-1)
+    candidates = filter_logits(banned, cfg.top_k, cfg.top_p)
+    if cfg.top_k is not None or cfg.top_p is not None:
+        logits = logits.masked_fill((candidates == NEG_INF) & (banned > NEG_INF), NEG_INF)
+    x0 = sample_tokens(candidates, cfg.temperature, generator)
+    logprob = torch.zeros(x0.shape, dtype=torch.float64, device=x0.device)
+    if cfg.beam_width > 1:  # the beam score; nothing else needs it
+        logprob = torch.log_softmax(candidates.double(), -1).gather(-1, x0[..., None]) \
+            .squeeze(-1)
     score = torch.where(masked, scores(logits, x0, cfg.remasking, generator), NEG_INF)
     remask = torch.zeros_like(masked)
     if cfg.remasking == "origin":
@@ -354,22 +391,21 @@ def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, 
                 remask = _remask(state, masked, target, n_block, cfg, i, steps, generator)
             k = masked.sum(1) - target + remask.sum(1)
         commit = select_top(score, k, cfg.alg_temp, generator)
-    return _Step(x0, score, commit, remask, logprob, banned)
+    return _Step(x0, score, commit, remask, logprob, candidates)
 
 
 def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
-            cfg: SampleConfig, i: int, steps: int, generator) -> Tensor:
+            cfg: SampleConfig, i: int, steps: Tensor, generator) -> Tensor:
     """ReMDM: which committed (not given) tokens of the block go back to MASK this step."""
-    t = block_time(i, steps)
-    if not cfg.remask_t_off <= t <= cfg.remask_t_on:
-        return torch.zeros_like(masked)
+    t = block_time(i, steps)  # [R]
+    in_window = (cfg.remask_t_off <= t) & (t <= cfg.remask_t_on)
     start, end = state.start, state.end
     committed = ~masked & ~state.fixed[:, start:end]
     n = n_block.double().clamp(min=1)
     alpha_t = 1.0 - masked.sum(1).double() / n  # share of the block unmasked now
     alpha_s = 1.0 - target.double() / n  # ... and after this step
     sigma = remask_sigma(cfg.remask_variant, cfg.remask_eta, alpha_t, alpha_s)
-    r = torch.minimum(torch.round(sigma * committed.sum(1)).long(), target)
+    r = torch.minimum(torch.round(sigma * committed.sum(1)).long(), target) * in_window
     if cfg.remask_variant == "conf":  # the least confident go first
         key = -state.confidence[:, start:end]
     else:
@@ -378,14 +414,16 @@ def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
     return select_top(torch.where(committed, key, NEG_INF), r)
 
 
-def _apply(state: DecodeState, step: _Step, mask_id: int) -> None:
-    """Commit, then re-mask (the order ``Trace.state_at`` replays)."""
+def _apply(state: DecodeState, step: _Step, mask_id: int, eos_id: int | None) -> None:
+    """Commit, then re-mask (the order ``Trace.state_at`` replays). Log-probabilities of
+    tokens after an EOS (when the text stops there) do not count towards the beam score."""
     start, end = state.start, state.end
+    counted = _counted(state, step.commit, eos_id)
+    state.logprob += torch.where(counted, step.logprob, 0.0).sum(1)
     block = torch.where(step.commit, step.x0, state.canvas[:, start:end])
     state.canvas[:, start:end] = block.masked_fill(step.remask, mask_id)
     state.confidence[:, start:end] = torch.where(step.commit, step.score,
                                                  state.confidence[:, start:end])
-    state.logprob += (step.logprob * step.commit).sum(1)
 
 
 def _trace_step(state: DecodeState, step: _Step, pad_offset: Tensor) -> TraceStep:
@@ -411,14 +449,26 @@ def _trace_step(state: DecodeState, step: _Step, pad_offset: Tensor) -> TraceSte
 # search: beam over canvases, best-of-N by likelihood
 
 
+def _counted(state: DecodeState, commit: Tensor, eos_id: int | None) -> Tensor:
+    """Committed slots whose log-probability counts: none after an earlier EOS in the row
+    (when the text stops at EOS, what follows it is cut)."""
+    if eos_id is None:
+        return commit
+    start, end = state.start, state.end
+    ended = ((state.canvas == eos_id) & ~state.fixed).long()
+    return commit & (ended.cumsum(1)[:, start:end] - ended[:, start:end] == 0)
+
+
 def _beam_step(state: DecodeState, step: _Step, width: int, forward: _Forward,
-               trace: Trace | None) -> _Step:
-    """Keep the ``width`` best canvases of each input after this step.
+               eos_id: int | None) -> tuple[_Step, Tensor]:
+    """Keep the ``width`` best canvases of each input after this step; returns the step as
+    the kept canvases take it and, per kept row, the row it came from.
 
     The strategy has chosen which slots every beam commits; each beam proposes its ``width``
     most likely joint fillings of those slots (exact top-k of the product distribution, built
-    slot by slot), and each input keeps the ``width`` candidates with the highest summed
-    log-probability of all committed tokens. Width 1 is greedy decoding.
+    slot by slot; slots after an EOS keep their one candidate), and each input keeps the
+    ``width`` candidates with the highest summed log-probability of the committed tokens.
+    Width 1 is greedy decoding.
     """
     R, L = step.commit.shape
     logp = torch.log_softmax(step.candidates.double(), -1)  # [R, L, V]
@@ -428,10 +478,11 @@ def _beam_step(state: DecodeState, step: _Step, width: int, forward: _Forward,
     K = int(n_commit.max())
     slots = torch.argsort((~step.commit).long(), dim=1, stable=True)[:, :K]  # committed first
     live = torch.arange(K, device=slots.device)[None, :] < n_commit[:, None]  # [R, K]
+    live &= _counted(state, step.commit, eos_id).gather(1, slots)
     part = torch.zeros(R, 1, dtype=torch.float64, device=slots.device)
     choice = torch.zeros(R, 1, K, dtype=torch.long, device=slots.device)  # option per slot
     none = torch.full((W,), NEG_INF, dtype=torch.float64, device=slots.device)
-    none[0] = 0.0
+    none[0] = 0.0  # a slot that does not count: one option, free
     for c in range(K):
         opts = top_lp.gather(1, slots[:, c, None, None].expand(R, 1, W)).squeeze(1)  # [R, W]
         opts = torch.where(live[:, c, None], opts, none)
@@ -447,38 +498,58 @@ def _beam_step(state: DecodeState, step: _Step, width: int, forward: _Forward,
     _, best = cand.topk(width, dim=1)
     src = (torch.arange(n_in, device=best.device)[:, None] * width + best // P).flatten()
     opt = (best % P).flatten()  # [R]
-    # the chosen option's token and log-prob at each committed slot (other slots: unused)
+    # the chosen option's token and log-prob at each committed slot; an impossible option
+    # (-inf: fewer allowed tokens than the width) keeps the step's own token and its -inf
     sl, ch = slots[src], choice[src, opt]  # [R, K]
     tok = top_tok[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
     tok_lp = top_lp[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
-    x0 = step.x0[src].scatter(1, sl, tok.squeeze(-1))
-    lp = step.logprob[src].scatter(1, sl, tok_lp.squeeze(-1))
+    tok, tok_lp = tok.squeeze(-1), tok_lp.squeeze(-1)
+    tok = torch.where(tok_lp > NEG_INF, tok, step.x0[src].gather(1, sl))
+    x0 = step.x0[src].scatter(1, sl, tok)
+    lp = logp[src].gather(2, x0[..., None]).squeeze(-1)
     for name in ("canvas", "confidence", "logprob"):
         setattr(state, name, getattr(state, name)[src].clone())
     forward.reorder(src)
-    if trace is not None:
-        rows = src.tolist()
-        for t in trace.steps:
-            t.positions, t.tokens, t.confidences = ([v[r] for r in rows] for v in
-                                                    (t.positions, t.tokens, t.confidences))
-            if t.remasked:
-                t.remasked = [t.remasked[r] for r in rows]
-        trace.initial = [trace.initial[r] for r in rows]
     return _Step(x0, step.score[src], step.commit[src], step.remask[src], lp,
-                 step.candidates[src])
+                 step.candidates[src]), src
+
+
+def _lineage(trace: Trace, keep: list[int], parents: list[Tensor | None]) -> Trace:
+    """The trace of the kept rows, following each one back through the beam's reorderings
+    (step k was recorded in the row order after that step's reordering)."""
+    rows = torch.tensor(keep)
+    per_step: list[list[int]] = []
+    for src in reversed(parents):
+        per_step.append(rows.tolist())
+        if src is not None:
+            rows = src.cpu()[rows]
+    per_step.reverse()
+    out = trace.select(keep)  # initial canvases: every row of an input starts the same
+    for s, (full, idx) in enumerate(zip(trace.steps, per_step)):
+        out.steps[s] = TraceStep(full.step, full.block, [full.positions[r] for r in idx],
+                                 [full.tokens[r] for r in idx],
+                                 [full.confidences[r] for r in idx],
+                                 [full.remasked[r] for r in idx] if full.remasked else [])
+    return out
 
 
 def _choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in: int,
-                 expand: int, mask_id: int, shift: int) -> tuple[list[int], list[float] | None]:
+                 expand: int, mask_id: int, eos_id: int, shift: int
+                 ) -> tuple[list[int], list[float] | None]:
     """Rows to return, one per input: all rows, the best beam, or the best of N samples."""
     if expand == 1:
         return list(range(n_in)), None
     if cfg.beam_width > 1:
         score = state.logprob
-    else:  # rank by the model's own estimate of log p(generated | given)
-        score = sequence_logprob(network, kind, state.canvas, ~state.fixed, mask_id=mask_id,
+    else:  # rank by the model's own estimate of log p(generated | given), up to the first EOS
+        target = ~state.fixed
+        if cfg.stop_at_eos:
+            ended = ((state.canvas == eos_id) & target).long()
+            target &= ended.cumsum(1) - ended == 0
+        score = sequence_logprob(network, kind, state.canvas, target, mask_id=mask_id,
                                  valid=state.valid, positions=state.positions, shift=shift,
                                  t_samples=cfg.rank_t_samples, seed=cfg.seed)
+    score = torch.nan_to_num(score, nan=NEG_INF)
     best = score.view(n_in, expand).argmax(1)
     keep = (torch.arange(n_in, device=best.device) * expand + best).tolist()
     return keep, [float(score[r]) for r in keep]

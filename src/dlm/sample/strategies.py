@@ -145,15 +145,15 @@ def factor_count(scores: Tensor, factor: float) -> Tensor:
         .clamp(max=n) * (n > 0)
 
 
-def origin_commit(scores: Tensor, candidates: Tensor, step: int, steps: int,
+def origin_commit(scores: Tensor, candidates: Tensor, step: int, steps: Tensor,
                   eps: float = 1e-3) -> Tensor:
     """Dream's ``origin``: commit each candidate with probability 1 - s/t, t -> s the step's
-    times on linspace(1, eps, steps + 1); everything at the last step. ``scores`` ~ U(0, 1)."""
-    if step >= steps - 1:
-        return candidates
-    t = 1.0 - step / steps * (1.0 - eps)
-    s = 1.0 - (step + 1) / steps * (1.0 - eps)
-    return candidates & (scores < 1.0 - s / t)
+    times on linspace(1, eps, steps + 1) (``steps`` per row [B]); everything at the last step.
+    ``scores`` ~ U(0, 1)."""
+    n = steps.double()[:, None]
+    t = 1.0 - step / n * (1.0 - eps)
+    s = 1.0 - (step + 1) / n * (1.0 - eps)
+    return candidates & ((scores < 1.0 - s / t) | (step >= n - 1))
 
 
 def remask_sigma(variant: str, eta: float, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
