@@ -1,9 +1,10 @@
 """The reverse process: one loop for every model kind and decoding method (DESIGN.md contract 3).
 
-A canvas per row holds given tokens (prompt, template text) and MASKs; ragged rows are
-left-padded with PAD, hidden by a key padding mask, with RoPE positions counted from each row's
-first real token, so a batch gives the same tokens as one row at a time. The part from the
-first MASK on is split into blocks decoded left to right; inside a block, each step
+A canvas per row holds given tokens (prompt, template text) and MASKs; ragged rows are padded
+with PAD so their first MASKs share a slot, the padding hidden by a key padding mask, with RoPE
+positions counted from each row's first real token, so a batch gives the same tokens as one
+row at a time. The part from the first MASK on is split into blocks decoded left to right;
+inside a block, each step
 
     1. runs the network (``_Forward``: full canvas, Fast-dLLM prefix/dual cache, or the exact
        causal cache of AR; classifier-free guidance doubles the batch) -> logits of the block,
@@ -11,7 +12,7 @@ first MASK on is split into blocks decoded left to right; inside a block, each s
     3. draws a candidate token per slot and scores every masked slot (``strategies.scores``),
     4. decides how many to commit (even split / alpha(t) / threshold / factor / origin) and
        which (top scores or ``alg_temp`` sampling), optionally re-masks committed tokens
-       (ReMDM), or, with ``beam_width``, keeps the best canvases (``_beam_step``),
+       (ReMDM), or, with ``beam_width``, keeps the best canvases (``search.beam_step``),
     5. writes the commits, records the trace, calls ``on_tokens``.
 
 * masked diffusion (mdlm): bidirectional; AR: blocks of one token, one step each, logits
@@ -31,10 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..diffusion.likelihood import sequence_logprob
 from ..diffusion.objectives import attention_for
 from ..errors import DLMError
 from .config import SampleConfig
+from .search import beam_step, choose_rows, counted_slots, lineage
 from .strategies import (
     NEG_INF,
     factor_count,
@@ -188,7 +189,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                                 banned_eos[:, start:end])
             src = None
             if cfg.beam_width > 1:
-                step, src = _beam_step(state, step, expand, forward, eos)
+                step, src = beam_step(state, step, expand, forward.reorder, eos)
             _apply(state, step, mask_id, eos)
             if trace is not None:
                 trace.steps.append(_trace_step(state, step, pad_offset))
@@ -201,11 +202,11 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 (state.canvas[:, first:end] == eos_id).any(1).all()):
             break  # every row has ended; the rest would be cut anyway
 
-    keep, kept_scores = _choose_rows(network, kind, state, cfg, n_in, expand, mask_id, eos_id,
+    keep, kept_scores = choose_rows(network, kind, state, cfg, n_in, expand, mask_id, eos_id,
                                      shift)
     out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
     if trace is not None and expand > 1:
-        trace = _lineage(trace, keep, parents)
+        trace = lineage(trace, keep, parents)
     return Generation(out, out, trace, forward.nfe, kept_scores)
 
 
@@ -318,7 +319,9 @@ class _Forward:
 
 
 @dataclass
-class _Step:
+class Step:
+    """One step's decisions for the current block (what ``_apply`` writes)."""
+
     x0: Tensor  # [R, L] candidate token per block slot
     score: Tensor  # [R, L] score (-inf where not masked)
     commit: Tensor  # [R, L] bool
@@ -356,7 +359,7 @@ def _targets(in_block: Tensor, steps: Tensor, cfg: SampleConfig) -> Tensor:
 
 def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, steps: Tensor,
                  targets: Tensor, n_block: Tensor, generator, mask_id: int, pad_id: int,
-                 eos_id: int, no_eos: Tensor) -> _Step:
+                 eos_id: int, no_eos: Tensor) -> Step:
     start, end = state.start, state.end
     masked = state.canvas[:, start:end] == mask_id  # [R, L]
     # MASK and PAD are never candidates (a trained model gives them ~0 probability; this keeps
@@ -391,7 +394,7 @@ def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, 
                 remask = _remask(state, masked, target, n_block, cfg, i, steps, generator)
             k = masked.sum(1) - target + remask.sum(1)
         commit = select_top(score, k, cfg.alg_temp, generator)
-    return _Step(x0, score, commit, remask, logprob, candidates)
+    return Step(x0, score, commit, remask, logprob, candidates)
 
 
 def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
@@ -414,11 +417,11 @@ def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
     return select_top(torch.where(committed, key, NEG_INF), r)
 
 
-def _apply(state: DecodeState, step: _Step, mask_id: int, eos_id: int | None) -> None:
+def _apply(state: DecodeState, step: Step, mask_id: int, eos_id: int | None) -> None:
     """Commit, then re-mask (the order ``Trace.state_at`` replays). Log-probabilities of
     tokens after an EOS (when the text stops there) do not count towards the beam score."""
     start, end = state.start, state.end
-    counted = _counted(state, step.commit, eos_id)
+    counted = counted_slots(state, step.commit, eos_id)
     state.logprob += torch.where(counted, step.logprob, 0.0).sum(1)
     block = torch.where(step.commit, step.x0, state.canvas[:, start:end])
     state.canvas[:, start:end] = block.masked_fill(step.remask, mask_id)
@@ -426,7 +429,7 @@ def _apply(state: DecodeState, step: _Step, mask_id: int, eos_id: int | None) ->
                                                  state.confidence[:, start:end])
 
 
-def _trace_step(state: DecodeState, step: _Step, pad_offset: Tensor) -> TraceStep:
+def _trace_step(state: DecodeState, step: Step, pad_offset: Tensor) -> TraceStep:
     R = step.commit.shape[0]
     offs = (state.start - pad_offset).tolist()  # block slot -> row position
     positions: list[list[int]] = [[] for _ in range(R)]
@@ -443,113 +446,3 @@ def _trace_step(state: DecodeState, step: _Step, pad_offset: Tensor) -> TraceSte
         remasked[r].append(offs[r] + c)
     return TraceStep(state.step, state.block, positions, tokens, confs,
                      remasked if step.remask.any() else [])
-
-
-# ----------------------------------------------------------------------------------------------
-# search: beam over canvases, best-of-N by likelihood
-
-
-def _counted(state: DecodeState, commit: Tensor, eos_id: int | None) -> Tensor:
-    """Committed slots whose log-probability counts: none after an earlier EOS in the row
-    (when the text stops at EOS, what follows it is cut)."""
-    if eos_id is None:
-        return commit
-    start, end = state.start, state.end
-    ended = ((state.canvas == eos_id) & ~state.fixed).long()
-    return commit & (ended.cumsum(1)[:, start:end] - ended[:, start:end] == 0)
-
-
-def _beam_step(state: DecodeState, step: _Step, width: int, forward: _Forward,
-               eos_id: int | None) -> tuple[_Step, Tensor]:
-    """Keep the ``width`` best canvases of each input after this step; returns the step as
-    the kept canvases take it and, per kept row, the row it came from.
-
-    The strategy has chosen which slots every beam commits; each beam proposes its ``width``
-    most likely joint fillings of those slots (exact top-k of the product distribution, built
-    slot by slot; slots after an EOS keep their one candidate), and each input keeps the
-    ``width`` candidates with the highest summed log-probability of the committed tokens.
-    Width 1 is greedy decoding.
-    """
-    R, L = step.commit.shape
-    logp = torch.log_softmax(step.candidates.double(), -1)  # [R, L, V]
-    W = min(width, logp.shape[-1])
-    top_lp, top_tok = logp.topk(W, dim=-1)  # [R, L, W]
-    n_commit = step.commit.sum(1)
-    K = int(n_commit.max())
-    slots = torch.argsort((~step.commit).long(), dim=1, stable=True)[:, :K]  # committed first
-    live = torch.arange(K, device=slots.device)[None, :] < n_commit[:, None]  # [R, K]
-    live &= _counted(state, step.commit, eos_id).gather(1, slots)
-    part = torch.zeros(R, 1, dtype=torch.float64, device=slots.device)
-    choice = torch.zeros(R, 1, K, dtype=torch.long, device=slots.device)  # option per slot
-    none = torch.full((W,), NEG_INF, dtype=torch.float64, device=slots.device)
-    none[0] = 0.0  # a slot that does not count: one option, free
-    for c in range(K):
-        opts = top_lp.gather(1, slots[:, c, None, None].expand(R, 1, W)).squeeze(1)  # [R, W]
-        opts = torch.where(live[:, c, None], opts, none)
-        total = (part[:, :, None] + opts[:, None, :]).flatten(1)  # [R, P * W]
-        part, best = total.topk(min(W, total.shape[1]), dim=1)
-        parent, pick = best // W, best % W
-        choice = choice.gather(1, parent[..., None].expand(-1, -1, K)).clone()
-        choice[:, :, c] = pick
-    # every candidate of every beam of an input competes; keep the best ``width``
-    n_in = R // width
-    cand = (state.logprob[:, None] + part).view(n_in, -1)  # [n_in, width * P]
-    P = part.shape[1]
-    _, best = cand.topk(width, dim=1)
-    src = (torch.arange(n_in, device=best.device)[:, None] * width + best // P).flatten()
-    opt = (best % P).flatten()  # [R]
-    # the chosen option's token and log-prob at each committed slot; an impossible option
-    # (-inf: fewer allowed tokens than the width) keeps the step's own token and its -inf
-    sl, ch = slots[src], choice[src, opt]  # [R, K]
-    tok = top_tok[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
-    tok_lp = top_lp[src].gather(1, sl[..., None].expand(-1, -1, W)).gather(2, ch[..., None])
-    tok, tok_lp = tok.squeeze(-1), tok_lp.squeeze(-1)
-    tok = torch.where(tok_lp > NEG_INF, tok, step.x0[src].gather(1, sl))
-    x0 = step.x0[src].scatter(1, sl, tok)
-    lp = logp[src].gather(2, x0[..., None]).squeeze(-1)
-    for name in ("canvas", "confidence", "logprob"):
-        setattr(state, name, getattr(state, name)[src].clone())
-    forward.reorder(src)
-    return _Step(x0, step.score[src], step.commit[src], step.remask[src], lp,
-                 step.candidates[src]), src
-
-
-def _lineage(trace: Trace, keep: list[int], parents: list[Tensor | None]) -> Trace:
-    """The trace of the kept rows, following each one back through the beam's reorderings
-    (step k was recorded in the row order after that step's reordering)."""
-    rows = torch.tensor(keep)
-    per_step: list[list[int]] = []
-    for src in reversed(parents):
-        per_step.append(rows.tolist())
-        if src is not None:
-            rows = src.cpu()[rows]
-    per_step.reverse()
-    out = trace.select(keep)  # initial canvases: every row of an input starts the same
-    for s, (full, idx) in enumerate(zip(trace.steps, per_step)):
-        out.steps[s] = TraceStep(full.step, full.block, [full.positions[r] for r in idx],
-                                 [full.tokens[r] for r in idx],
-                                 [full.confidences[r] for r in idx],
-                                 [full.remasked[r] for r in idx] if full.remasked else [])
-    return out
-
-
-def _choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in: int,
-                 expand: int, mask_id: int, eos_id: int, shift: int
-                 ) -> tuple[list[int], list[float] | None]:
-    """Rows to return, one per input: all rows, the best beam, or the best of N samples."""
-    if expand == 1:
-        return list(range(n_in)), None
-    if cfg.beam_width > 1:
-        score = state.logprob
-    else:  # rank by the model's own estimate of log p(generated | given), up to the first EOS
-        target = ~state.fixed
-        if cfg.stop_at_eos:
-            ended = ((state.canvas == eos_id) & target).long()
-            target &= ended.cumsum(1) - ended == 0
-        score = sequence_logprob(network, kind, state.canvas, target, mask_id=mask_id,
-                                 valid=state.valid, positions=state.positions, shift=shift,
-                                 t_samples=cfg.rank_t_samples, seed=cfg.seed)
-    score = torch.nan_to_num(score, nan=NEG_INF)
-    best = score.view(n_in, expand).argmax(1)
-    keep = (torch.arange(n_in, device=best.device) * expand + best).tolist()
-    return keep, [float(score[r]) for r in keep]
