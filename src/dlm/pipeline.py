@@ -178,9 +178,10 @@ class Model:
         """Re-mask part of a text and denoise it again: the "fix earlier mistakes" move.
 
         ``spans``: character ranges [(start, end), ...] to rewrite (one list for one text).
-        Without spans, the ``budget`` tokens the model is least sure of: each token's
-        log-probability when masked, scored in ``score_passes`` passes that each mask every
-        ``score_passes``-th token. Re-masked slots get real tokens (no EOS). The trace starts
+        Without spans, the ``budget`` tokens the model is least sure of: those whose
+        log-probability, judged while masked, falls furthest below the model's preferred
+        token's, scored in ``score_passes`` passes that each mask every ``score_passes``-th
+        token. Re-masked slots get real tokens (no EOS). The trace starts
         with the re-masking step.
 
             model.edit("The cat sat on the mta.", budget=3).text
@@ -239,7 +240,10 @@ class Model:
 
     @torch.no_grad()
     def _least_sure(self, ids: list[int], k: int, passes: int) -> list[int]:
-        """The k positions (not a BOS) whose token has the lowest log-probability when masked."""
+        """The k positions (not a BOS) the model most wants to change: the largest gap
+        log p(its preferred token) - log p(the token there), each judged while masked. A gap
+        (not the plain log-probability) so that tokens that are merely hard to predict, like
+        the first words of a text, rank below tokens the model confidently disagrees with."""
         x = torch.tensor(ids, device=self.device)
         start = len(self._bos())
         n = len(ids)
@@ -252,11 +256,13 @@ class Model:
             logits = self.network(xt, attn=attention_for(self.kind))
         if logit_shift(self.network, self.kind):
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        lp = torch.log_softmax(logits.double(), -1).gather(-1, x[None, :, None].expand(
-            passes, -1, 1)).squeeze(-1)
-        # each token is hidden in exactly one pass: its log-probability there
-        token_lp = torch.where(hide, lp, 0.0).sum(0).masked_fill(slot < start, math.inf)
-        return sorted(torch.topk(-token_lp, k).indices.tolist())
+        logits[..., [self.mask_id, self.pad_id]] = -math.inf  # never "preferred"
+        lp = torch.log_softmax(logits.double(), -1)  # [passes, n, V]
+        gap = lp.max(-1).values - lp.gather(-1, x[None, :, None].expand(passes, -1, 1)) \
+            .squeeze(-1)
+        # each token is hidden in exactly one pass: its gap there
+        token_gap = torch.where(hide, gap, 0.0).sum(0).masked_fill(slot < start, -math.inf)
+        return sorted(torch.topk(token_gap, k).indices.tolist())
 
     def loglikelihood(self, context: str | list[str], continuation: str | list[str],
                       t_samples: int = 64, seed: int = 0) -> list[float]:
