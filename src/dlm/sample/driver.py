@@ -430,19 +430,15 @@ def _apply(state: DecodeState, step: Step, mask_id: int, eos_id: int | None) -> 
 
 
 def _trace_step(state: DecodeState, step: Step, pad_offset: Tensor) -> TraceStep:
-    R = step.commit.shape[0]
-    offs = (state.start - pad_offset).tolist()  # block slot -> row position
-    positions: list[list[int]] = [[] for _ in range(R)]
-    tokens: list[list[int]] = [[] for _ in range(R)]
-    confs: list[list[float]] = [[] for _ in range(R)]
-    remasked: list[list[int]] = [[] for _ in range(R)]
-    rows, cols = step.commit.nonzero(as_tuple=True)
-    for r, c, t, s in zip(rows.tolist(), cols.tolist(), step.x0[rows, cols].tolist(),
-                          step.score[rows, cols].float().tolist()):
-        positions[r].append(offs[r] + c)
-        tokens[r].append(t)
-        confs[r].append(round(s, 6))
-    for r, c in zip(*(x.tolist() for x in step.remask.nonzero(as_tuple=True))):
-        remasked[r].append(offs[r] + c)
-    return TraceStep(state.step, state.block, positions, tokens, confs,
-                     remasked if step.remask.any() else [])
+    """This step's commits and re-masks per row, in row coordinates (tensor ops, then one
+    split into per-row lists)."""
+    pos = torch.arange(state.start, state.end, device=pad_offset.device)[None, :] \
+        - pad_offset[:, None]  # [R, L] block slot -> row position
+
+    def per_row(where: Tensor, values: Tensor) -> list[list]:
+        return [v.tolist() for v in torch.split(values[where], where.sum(1).tolist())]
+
+    confs = [[round(c, 6) for c in r] for r in per_row(step.commit, step.score.float())]
+    remasked = per_row(step.remask, pos) if step.remask.any() else []
+    return TraceStep(state.step, state.block, per_row(step.commit, pos),
+                     per_row(step.commit, step.x0), confs, remasked)
