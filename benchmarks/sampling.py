@@ -27,6 +27,7 @@ import torch
 
 import dlm
 from dlm.data.corpora import load_corpus
+from dlm.devices import autocast
 from dlm.diffusion.likelihood import sequence_logprob
 from dlm.sample.driver import generate, left_pad
 
@@ -76,10 +77,11 @@ def run_method(model, prompts, fields: dict) -> dict:
     model.generate([model.tokenizer.decode(prompts[0])], **fields)  # warm-up
     t0 = time.perf_counter()
     for p in prompts:
-        gen = generate(
-            model.network, [p], model.sample_config(**fields), kind=model.kind,
-            mask_id=model.mask_id, eos_id=model.eos_id, pad_id=model.pad_id,
-            record_trace=False)
+        with autocast(model.device):
+            gen = generate(
+                model.network, [p], model.sample_config(**fields), kind=model.kind,
+                mask_id=model.mask_id, eos_id=model.eos_id, pad_id=model.pad_id,
+                record_trace=False)
         outputs.append(gen.tokens[0])
         nfe += gen.nfe
         tokens += len(gen.tokens[0])
@@ -97,28 +99,35 @@ def main() -> None:
     ap.add_argument("--block-length", type=int, default=32)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--prompt-length", type=int, default=32)
-    ap.add_argument("--thresholds", default="0.9,0.7", help="comma-separated thresholds")
+    ap.add_argument("--thresholds", default="0.9,0.7,0.5,0.3",
+                    help="comma-separated thresholds: the first with every cache mode, the "
+                    "others with the dual cache")
+    ap.add_argument("--factors", default="1,2", help="Fast-dLLM factor rule, dual cache")
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    mdlm, ar = dlm.load(args.mdlm, device="cpu"), dlm.load(args.ar, device="cpu")
+    mdlm, ar = dlm.load(args.mdlm, device=args.device), dlm.load(args.ar, device=args.device)
     prompts = held_out_prompts(mdlm, args.prompts, args.prompt_length)
     base = dict(gen_length=args.gen_length, block_length=args.block_length,
                 temperature=args.temperature, stop_at_eos=False)
     methods = [("vanilla (steps = gen_length)", mdlm, dict(base, steps=args.gen_length))]
-    for tau in (float(x) for x in args.thresholds.split(",")):
-        for cache in ("none", "prefix", "dual"):
+    for i, tau in enumerate(float(x) for x in args.thresholds.split(",") if x):
+        for cache in ("none", "prefix", "dual") if i == 0 else ("dual",):
             methods.append((f"threshold {tau}, cache {cache}", mdlm,
                             dict(base, threshold=tau, cache=cache)))
+    for f in (float(x) for x in args.factors.split(",") if x):
+        methods.append((f"factor {f:g}, cache dual", mdlm, dict(base, factor=f, cache="dual")))
     methods.append(("AR twin, KV cache", ar, dict(gen_length=args.gen_length,
                                                   temperature=args.temperature,
                                                   stop_at_eos=False)))
 
-    print(f"# sampling benchmark · {platform.processor() or platform.machine()} · "
-          f"{args.threads} threads · torch {torch.__version__}")
+    where = torch.cuda.get_device_name() if mdlm.device.type == "cuda" else \
+        f"{platform.processor() or platform.machine()}, {args.threads} threads"
+    print(f"# sampling benchmark · {where} · torch {torch.__version__}")
     print(f"# {len(prompts)} held-out prompts of {args.prompt_length} tokens, "
           f"{args.gen_length} new tokens each, batch 1, temperature {args.temperature}\n")
     print("| method | tokens/s | × vanilla | NFE / sample | NFE ÷ vanilla | gen. ppl (AR) "
