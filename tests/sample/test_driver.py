@@ -24,8 +24,10 @@ def run(net, prompts, kind="mdlm", **kw):
 
 
 def llada_reference(net, prompt, steps, gen_length, block_length, temperature, remasking,
-                    generator):
-    """LLaDA's generate() as published (one row, per-step top-k), with our RNG passed in.
+                    generator, cfg_scale: float = 0.0):
+    """LLaDA's generate() as published (one row, per-step top-k), with our RNG passed in;
+    ``cfg_scale`` > 0: its classifier-free guidance (the prompt re-masked as unconditional,
+    logits = un + (cfg_scale + 1) * (cond - un)).
 
     One addition, also in dlm: the MASK and PAD ids are never chosen as tokens (a trained LLaDA
     gives them ~0 probability; this random test net does not). Confidences are unchanged.
@@ -35,6 +37,7 @@ def llada_reference(net, prompt, steps, gen_length, block_length, temperature, r
     num_blocks = gen_length // block_length
     steps = steps // num_blocks
     P = len(prompt)
+    prompt_index = x != MASK
     for nb in range(num_blocks):
         block_mask = x[:, P + nb * block_length: P + (nb + 1) * block_length] == MASK
         n = block_mask.sum(1, keepdim=True)
@@ -43,7 +46,13 @@ def llada_reference(net, prompt, steps, gen_length, block_length, temperature, r
             ntt[:, i] += 1
         for i in range(steps):
             mask_index = x == MASK
-            logits = net(x, attn=Attention.bidirectional())
+            if cfg_scale > 0:
+                un_x = x.clone()
+                un_x[prompt_index] = MASK
+                logits, un = net(torch.cat([x, un_x]), attn=Attention.bidirectional()).chunk(2)
+                logits = un + (cfg_scale + 1) * (logits - un)
+            else:
+                logits = net(x, attn=Attention.bidirectional())
             if temperature == 0:
                 noisy = logits
             else:

@@ -24,6 +24,7 @@ from dlm.models.transformer import Attention, KVCache, TransformerConfig
 from dlm.sample.config import SampleConfig
 from dlm.sample.driver import denoise, generate
 from tests.conftest import tiny_net
+from tests.sample.test_driver import llada_reference
 
 V, MASK, EOS, PAD = 40, 37, 38, 39
 IDS = dict(mask_id=MASK, eos_id=EOS, pad_id=PAD)
@@ -449,42 +450,6 @@ def test_dual_cache_is_exact_for_a_one_layer_shifted_network():
 
 
 @torch.no_grad()
-def llada_cfg_reference(net, prompt, steps, gen_length, block_length, cfg_scale):
-    """LLaDA's generate() with classifier-free guidance (one row, temperature 0,
-    low_confidence): the unconditional pass sees the prompt positions set to MASK, and
-    logits = un + (cfg_scale + 1) * (cond - un). MASK and PAD are never chosen (as in dlm)."""
-    P = len(prompt)
-    x = torch.full((1, P + gen_length), MASK, dtype=torch.long)
-    x[0, :P] = torch.tensor(prompt)
-    prompt_index = x != MASK
-    num_blocks = gen_length // block_length
-    steps = steps // num_blocks
-    for nb in range(num_blocks):
-        block_mask = x[:, P + nb * block_length: P + (nb + 1) * block_length] == MASK
-        n = block_mask.sum(1, keepdim=True)
-        ntt = torch.zeros(1, steps, dtype=torch.long) + n // steps
-        for i in range(int(n % steps)):
-            ntt[:, i] += 1
-        for i in range(steps):
-            mask_index = x == MASK
-            un_x = x.clone()
-            un_x[prompt_index] = MASK
-            logits = net(torch.cat([x, un_x]), attn=Attention.bidirectional())
-            logits, un_logits = torch.chunk(logits, 2, dim=0)
-            logits = un_logits + (cfg_scale + 1) * (logits - un_logits)
-            noisy = logits.clone()
-            noisy[..., [MASK, PAD]] = -np.inf
-            x0 = noisy.argmax(-1)
-            p = F.softmax(logits.to(torch.float64), dim=-1)
-            x0_p = torch.gather(p, -1, x0[..., None]).squeeze(-1)
-            x0_p[:, P + (nb + 1) * block_length:] = -np.inf
-            x0 = torch.where(mask_index, x0, x)
-            conf = torch.where(mask_index, x0_p, torch.tensor(-np.inf, dtype=torch.float64))
-            _, select = torch.topk(conf[0], k=int(ntt[0, i]))
-            x[0, select] = x0[0, select]
-    return x[0, P:].tolist()
-
-
 @pytest.mark.parametrize("steps,block_length", [(12, 12), (12, 4)])
 def test_cfg_matches_llada_generate(steps, block_length):
     net = tiny_net()
@@ -495,7 +460,8 @@ def test_cfg_matches_llada_generate(steps, block_length):
     assert gen.tokens != plain.tokens  # guidance changed something
     assert gen.nfe == steps  # both passes in one batched call
     for b, prompt in enumerate(prompts):
-        assert gen.tokens[b] == llada_cfg_reference(net, prompt, steps, 12, block_length, 1.5)
+        assert gen.tokens[b] == llada_reference(net, prompt, steps, 12, block_length, 0.0,
+                                                "low_confidence", None, cfg_scale=1.5)
     assert_replays(gen)
 
 
