@@ -14,6 +14,8 @@ split, or from alpha(t)), or dynamic with ``threshold`` / ``factor`` (Fast-dLLM:
 runs until it has no masks and ``steps`` is not used). AR models read only ``gen_length`` (max
 new tokens), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``stop``, ``min_length``,
 ``num_samples`` and ``beam_width``: AR decoding is "blocks of one token, one step each".
+``infill`` and ``edit`` fill the masks of their canvas, so ``gen_length``, ``min_length`` and
+``stop`` do not apply to them, and ``block_length`` need not divide anything.
 """
 
 from __future__ import annotations
