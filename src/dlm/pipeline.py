@@ -85,6 +85,11 @@ class Model:
         return next(self.network.parameters()).device
 
     @property
+    def block_size(self) -> int | None:
+        """Tokens per block of a block diffusion (bd3lm) model; None for other kinds."""
+        return self.config.get("objective", {}).get("block_size")
+
+    @property
     def max_seq_len(self) -> int:
         return self.network.config.max_seq_len
 
@@ -138,6 +143,9 @@ class Model:
     def _need_diffusion(self, what: str) -> None:
         if self.kind == "ar":
             raise DLMError(f"{what} needs a diffusion model; this checkpoint is autoregressive")
+        if self.kind == "bd3lm":
+            raise DLMError(f"{what} needs a masked diffusion (mdlm) model: a bd3lm model "
+                           "writes its blocks left to right")
 
     def infill(self, template: str | list[str], trace: bool = False,
                config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
@@ -253,7 +261,7 @@ class Model:
                                             == torch.arange(passes, device=self.device)[:, None])
         xt = torch.where(hide, self.mask_id, x[None, :])
         with autocast(self.device):
-            logits = self.network(xt, attn=attention_for(self.kind))
+            logits = self.network(xt, attn=self.network.default_attention)
         if logit_shift(self.network, self.kind):
             logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
         logits[..., [self.mask_id, self.pad_id]] = -math.inf  # never "preferred"
@@ -315,8 +323,8 @@ class Model:
         with autocast(self.device):
             return evaluate(self.network, self.kind, chunks, self.tokenizer.token_bytes,
                             mask_id=self.mask_id, bos_id=self.eos_id,
-                            t_samples=t_samples,
-                            seed=seed, batch_size=batch_size)
+                            t_samples=t_samples, seed=seed, batch_size=batch_size,
+                            block_size=self.block_size)
 
     def save(self, path: str | Path) -> None:
         save_model_dir(path, self.network, self.tokenizer,
@@ -327,7 +335,8 @@ class Model:
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype | None = None) -> Model:
     """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``)."""
     network, tokenizer, config = load_model_dir(path, device=resolve_device(device), dtype=dtype)
-    network.default_attention = attention_for(config["kind"])
+    network.default_attention = attention_for(config["kind"],
+                                              config.get("objective", {}).get("block_size"))
     return Model(network, tokenizer, config)
 
 

@@ -5,6 +5,9 @@ chunks) and reported in nats/token and bits/byte, where bytes are the UTF-8 byte
 tokens stand for (see ``Tokenizer.token_bytes``).
 
 * AR: every token of a chunk is scored; a BOS (the EOS id) predicts the first one.
+* BD3-LM: the block ELBO, the sum over blocks of each block's masked-diffusion ELBO given the
+  clean blocks before it; the same estimator with one mask count per block, all blocks scored
+  in one [x_t ; x_0] pass.
 * MDLM: the negative ELBO, an upper bound on the NLL. For a sequence of length L it equals
   sum_{m=1..L} (1/m) E_{|M|=m}[sum_{i in M} -log p(x_i | x unmasked outside M)], invariant to the
   training schedule. We estimate it with K stratified mask counts m per chunk (LLaDA's
@@ -24,6 +27,7 @@ from torch import Tensor
 
 from ..errors import DLMError
 from ..models.transformer import Attention
+from .objectives import block_diffusion_logits
 
 LN2 = math.log(2.0)
 
@@ -118,8 +122,47 @@ def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed
     return mean, var
 
 
+@torch.no_grad()
+def block_nelbo(network, chunks: Tensor, mask_id: int, block_size: int, t_samples: int = 8,
+                seed: int = 0, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+    """Block-diffusion negative ELBO (nats) per chunk [N] and its estimator's variance [N].
+
+    Each draw masks, in every block, a uniform subset of m_b tokens (m_b stratified over the
+    K draws, as ``masked_draws``), weights the block's cross-entropy by block_size / m_b, and
+    scores all blocks at once given the clean blocks before them.
+    """
+    device = next(network.parameters()).device
+    N, L = chunks.shape
+    if L % block_size:
+        raise DLMError(f"block size {block_size} does not divide the chunk length {L}")
+    nb = L // block_size
+    xts, maskeds, weights = [], [], []
+    for c in range(N):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + c)
+        blocks = chunks[c].view(nb, block_size)
+        draws = [masked_draws(blocks[b], t_samples, mask_id, g) for b in range(nb)]
+        xts.append(torch.cat([d[0] for d in draws], dim=1))  # [K, L]
+        maskeds.append(torch.cat([d[1] for d in draws], dim=1))
+        weights.append(torch.stack([block_size / d[2].double() for d in draws], 1)
+                       .repeat_interleave(block_size, dim=1))  # [K, L]
+    xt, masked, w = torch.cat(xts), torch.cat(maskeds), torch.cat(weights)
+    x0 = chunks.repeat_interleave(t_samples, dim=0)
+    values = []
+    for i in range(0, len(xt), batch_size):
+        sl = slice(i, i + batch_size)
+        logits = block_diffusion_logits(network, xt[sl].to(device), x0[sl].to(device),
+                                        block_size)
+        ce = F.cross_entropy(logits.transpose(1, 2), x0[sl].to(device),
+                             reduction="none").cpu().double()
+        values.append((ce * masked[sl] * w[sl]).sum(1))
+    est = torch.cat(values).view(N, t_samples)
+    var = est.var(1, unbiased=True) / t_samples if t_samples > 1 else torch.zeros(N)
+    return est.mean(1), var
+
+
 def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mask_id: int,
-             bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32) -> EvalResult:
+             bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32,
+             block_size: int | None = None) -> EvalResult:
     """Held-out loss of a network on fixed chunks, in nats/token and bits/byte."""
     if t_samples < 1:
         raise DLMError(f"t_samples must be >= 1 (got {t_samples})")
@@ -135,7 +178,11 @@ def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mas
             total, se = nats.sum().item(), 0.0
             upper, ks = False, None
         else:
-            mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed, batch_size)
+            if kind == "bd3lm":
+                mean, var = block_nelbo(network, chunks, mask_id, block_size, t_samples, seed,
+                                        batch_size)
+            else:
+                mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed, batch_size)
             total, se = mean.sum().item(), math.sqrt(var.sum().item())
             upper, ks = True, t_samples
     finally:

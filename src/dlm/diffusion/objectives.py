@@ -4,6 +4,10 @@
   t_i = (u + i) / B mod 1, clamped to [eps, 1]), mask each token with probability 1 - alpha(t),
   and average  w(t) * CE(masked token)  over all B*T tokens, w(t) = 1/t for the linear schedule.
   This is an unbiased estimate of the negative ELBO in nats/token (an upper bound on the NLL).
+* ``BlockDiffusionLoss``: BD3-LM. The sequence is cut into blocks of ``block_size``; each block
+  gets its own t (stratified over all blocks of the batch, optionally clipped to [lo, hi]) and
+  is masked like MDLM. One pass over ``[x_t ; x_0]`` (2L tokens, ``Attention.block_diffusion``)
+  scores every block given the clean blocks before it: logits come from the x_t half.
 * ``ARLoss``: next-token cross-entropy under causal attention.
 
 Both are ``loss(network, x0 [B, T]) -> LossOutput(loss, metrics)``.
@@ -21,7 +25,7 @@ from ..errors import DLMError
 from ..models.transformer import Attention
 from .schedules import LinearSchedule, Schedule, get_schedule
 
-KINDS = ("ar", "mdlm")
+KINDS = ("ar", "mdlm", "bd3lm")
 
 
 def attention_for(kind: str, block_size: int | None = None) -> Attention:
@@ -98,6 +102,53 @@ class MaskedDiffusionLoss:
                                  "mask_frac": masked.float().mean().item()})
 
 
+class BlockDiffusionLoss(MaskedDiffusionLoss):
+    def __init__(self, mask_id: int, block_size: int, schedule: Schedule | str = "linear",
+                 eps: float = 1e-3, clip: tuple[float, float] | None = None):
+        super().__init__(mask_id, schedule, eps)
+        if block_size < 1:
+            raise DLMError(f"block_size must be >= 1 (got {block_size})")
+        self.block_size = block_size
+        self.clip = clip
+
+    def draw(self, n: int, seq_len: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Times per block t [n, seq_len // block_size] and uniforms u [n, seq_len]."""
+        if seq_len % self.block_size:
+            raise DLMError(f"block size {self.block_size} does not divide the context "
+                           f"{seq_len}")
+        nb = seq_len // self.block_size
+        t = self.sample_times(n * nb, generator, "cpu").view(n, nb)
+        if self.clip is not None:  # BD3-LM's clipped schedule: t ~ U[lo, hi]
+            lo, hi = self.clip
+            t = lo + (hi - lo) * (t - self.eps) / (1 - self.eps)
+        return {"t": t, "u": torch.rand((n, seq_len), generator=generator)}
+
+    def __call__(self, network, x0: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
+        B, T = x0.shape
+        noise = noise or self.draw(B, T, generator)
+        t = noise["t"].to(x0.device).repeat_interleave(self.block_size, dim=1)  # [B, T]
+        masked = noise["u"].to(x0.device) < self.schedule.mask_prob(t)
+        xt = torch.where(masked, self.mask_id, x0)
+        logits = block_diffusion_logits(network, xt, x0, self.block_size)
+        ce = F.cross_entropy(logits.transpose(1, 2), x0, reduction="none")
+        terms = torch.where(masked, ce * self.schedule.weight(t), 0.0)
+        loss = terms.sum() / (B * T)
+        return LossOutput(loss, {"nelbo": loss.item(),
+                                 "mask_frac": masked.float().mean().item()})
+
+
+def block_diffusion_logits(network, xt: Tensor, x0: Tensor, block_size: int) -> Tensor:
+    """Logits [B, L, V] of every x_t slot given its own (noisy) block and the clean blocks
+    before it: one pass over [x_t ; x_0], both halves at positions 0..L-1."""
+    L = xt.shape[1]
+    pos = torch.arange(L, device=xt.device).repeat(2)[None, :]
+    logits = network(torch.cat([xt, x0], dim=1), attn=Attention.block_diffusion(block_size),
+                     positions=pos)
+    return logits[:, :L]
+
+
 class ARLoss:
     """Next-token prediction: position i predicts token i+1 (T-1 predictions per row)."""
 
@@ -112,13 +163,18 @@ class ARLoss:
         return LossOutput(loss, {"nll": loss.item()})
 
 
-def objective_for(kind: str, mask_id: int, schedule: str = "linear", eps: float = 1e-3):
+def objective_for(kind: str, mask_id: int, schedule: str = "linear", eps: float = 1e-3,
+                  block_size: int | None = None, clip: tuple[float, float] | None = None):
     if kind == "ar":
         return ARLoss()
     if kind == "mdlm":
         return MaskedDiffusionLoss(mask_id, schedule, eps)
+    if kind == "bd3lm":
+        if not block_size:
+            raise DLMError("bd3lm needs a block size (--block-size)")
+        return BlockDiffusionLoss(mask_id, block_size, schedule, eps, clip)
     raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
-__all__ = ["ARLoss", "LinearSchedule", "LossOutput", "MaskedDiffusionLoss", "attention_for",
-           "objective_for", "stratified_times"]
+__all__ = ["ARLoss", "BlockDiffusionLoss", "LinearSchedule", "LossOutput", "MaskedDiffusionLoss",
+           "attention_for", "block_diffusion_logits", "objective_for", "stratified_times"]

@@ -73,24 +73,27 @@ class Attention:
     """Which keys each query may see.
 
     kind: ``bidirectional`` (every token sees every token: masked diffusion), ``causal``
-    (AR), or ``block_causal`` (token i sees token j iff block(j) <= block(i), block = index //
-    block_size: block diffusion). ``key_padding_mask`` [B, Tk] is True for real tokens; padded
-    keys are hidden from every query (a padded query still sees itself so no row is empty).
-    Indices are slots in the (cache + input) sequence, not RoPE positions, so left padding
-    works: positions are passed separately.
+    (AR), ``block_causal`` (token i sees token j iff block(j) <= block(i), block = index //
+    block_size: block diffusion sampling), or ``block_diffusion`` (BD3-LM training on
+    ``[x_t ; x_0]``, 2L slots: an x_t token sees its own x_t block and the x_0 blocks before
+    it; an x_0 token sees the x_0 blocks up to its own). ``key_padding_mask`` [B, Tk] is True
+    for real tokens; padded keys are hidden from every query (a padded query still sees itself
+    so no row is empty). Indices are slots in the (cache + input) sequence, not RoPE positions,
+    so left padding works: positions are passed separately.
     """
 
     kind: str = "bidirectional"
     block_size: int | None = None
     key_padding_mask: Tensor | None = field(default=None, compare=False)
 
-    KINDS = ("bidirectional", "causal", "block_causal")
+    KINDS = ("bidirectional", "causal", "block_causal", "block_diffusion")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"unknown attention kind {self.kind!r}; expected one of {self.KINDS}")
-        if self.kind == "block_causal" and not (self.block_size and self.block_size > 0):
-            raise ValueError("block_causal attention needs a positive block_size")
+        if self.kind in ("block_causal", "block_diffusion") and not (
+                self.block_size and self.block_size > 0):
+            raise ValueError(f"{self.kind} attention needs a positive block_size")
 
     @classmethod
     def bidirectional(cls, key_padding_mask: Tensor | None = None) -> Attention:
@@ -104,6 +107,10 @@ class Attention:
     def block_causal(cls, block_size: int, key_padding_mask: Tensor | None = None) -> Attention:
         return cls("block_causal", block_size, key_padding_mask)
 
+    @classmethod
+    def block_diffusion(cls, block_size: int) -> Attention:
+        return cls("block_diffusion", block_size)
+
     def with_padding(self, key_padding_mask: Tensor | None) -> Attention:
         return Attention(self.kind, self.block_size, key_padding_mask)
 
@@ -116,6 +123,12 @@ class Attention:
         elif self.kind == "block_causal":
             bs = self.block_size
             allowed = (k_index[None, :] // bs) <= (q_index[:, None] // bs)
+        elif self.kind == "block_diffusion":  # slots [0, L) are x_t, [L, 2L) are x_0
+            L, bs = k_len // 2, self.block_size
+            q_clean, k_clean = q_index[:, None] >= L, k_index[None, :] >= L
+            q_blk, k_blk = (q_index[:, None] % L) // bs, (k_index[None, :] % L) // bs
+            allowed = torch.where(q_clean, k_clean & (k_blk <= q_blk),
+                                  (~k_clean & (k_blk == q_blk)) | (k_clean & (k_blk < q_blk)))
         if self.key_padding_mask is not None:
             kpm = self.key_padding_mask[:, None, None, :].bool()  # [B, 1, 1, Tk]
             diag = k_index[None, :] == q_index[:, None]  # [Tq, Tk]

@@ -27,7 +27,7 @@ from ..errors import DLMError
 
 REMASKING = ("low_confidence", "random", "margin", "entropy", "origin")
 TRANSFER = ("even", "linear", "cosine")
-CACHES = ("none", "prefix", "dual")
+CACHES = ("none", "prefix", "dual", "exact")
 REMASK_VARIANTS = ("cap", "rescale", "conf")
 
 
@@ -52,8 +52,10 @@ class SampleConfig:
                                  ">= threshold (at least one) per step")
     factor: float | None = _f(None, "Fast-dLLM's factor rule: commit the n best while the "
                               "n-th score >= 1 - factor / (n + 1)")
-    cache: str = _f("none", "approximate KV cache for full-sequence diffusion (Fast-dLLM), "
-                    "refreshed at each block start; none = exact", choices=CACHES)
+    cache: str | None = _f(None, "KV cache: prefix / dual = Fast-dLLM's approximate caches for "
+                           "mdlm, refreshed at each block start; exact = bd3lm's cache of "
+                           "finished blocks; none = recompute everything. Default: exact for "
+                           "bd3lm, none for mdlm (AR always caches)", choices=CACHES)
     cfg_scale: float = _f(0.0, "classifier-free guidance: 0 = off; the unconditional pass "
                           "sees the prompt re-masked (LLaDA)")
     temperature: float = _f(0.0, "0 = greedy; >0 samples with Gumbel noise on the logits")
@@ -123,7 +125,8 @@ class SampleConfig:
             bad(f"steps must be >= 1 (got {self.steps})")
         for name, choices in (("remasking", REMASKING), ("transfer", TRANSFER),
                               ("cache", CACHES), ("remask_variant", REMASK_VARIANTS)):
-            if getattr(self, name) not in choices:
+            if getattr(self, name) not in choices and not (name == "cache" and
+                                                          self.cache is None):
                 bad(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
         if self.temperature < 0:
             bad(f"temperature must be >= 0 (got {self.temperature})")

@@ -96,6 +96,15 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
         raise DLMError("no prompts given")
     if any(mask_id in p for p in prompts):
         raise DLMError("a prompt contains the mask token; use infill to fill masked spans")
+    align = 1
+    if kind == "bd3lm":
+        align = model_block_size(network)
+        if cfg.block_length is not None:
+            raise DLMError(f"a bd3lm model decodes blocks of its own size ({align}); drop "
+                           "block_length")
+        if cfg.gen_length % align:
+            raise DLMError(f"gen_length ({cfg.gen_length}) must be a multiple of the model's "
+                           f"block size ({align})")
     if logit_shift(network, kind):  # a BOS (the EOS id: "a document starts") predicts token 0
         prompts = [[eos_id, *p] for p in prompts]
     canvases = [[*p, *([mask_id] * cfg.gen_length)] for p in prompts]
@@ -103,7 +112,7 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
               for p in prompts]
     gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=kind,
                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
-                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos)
+                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align)
     gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
     return gen
 
@@ -112,12 +121,14 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
 def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig,
             *, kind: str, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
-            no_eos: list[list[bool]] | None = None) -> Generation:
+            no_eos: list[list[bool]] | None = None, align: int = 1) -> Generation:
     """Fill every MASK of the given canvases; every other token stays as it is.
 
     Rows are padded so their first MASKs share a slot (blocks then line up, and a batch
     decodes like each row alone); each row splits ``cfg.steps`` over its own blocks.
     ``no_eos`` (per row and slot): where EOS may not be drawn (``min_length``, exact spans).
+    ``align``: the shared first-mask slot is a multiple of it (bd3lm: the model's block size,
+    so decoding blocks are the attention's blocks).
     """
     if not canvases:
         raise DLMError("nothing to decode")
@@ -136,7 +147,8 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     n_in = len(canvases)
     rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
     firsts = [c.index(mask_id) if mask_id in c else len(c) for c in rows]
-    left = [max(firsts) - f for f in firsts]
+    first = -(-max(firsts) // align) * align
+    left = [first - f for f in firsts]
     canvas, valid = pad_rows(rows, left, pad_id, device)
     R, S = canvas.shape
     pad_offset = torch.tensor(left, device=device)  # [R]: canvas slot where each row starts
@@ -164,9 +176,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
         if record_trace else None
     eos = eos_id if cfg.stop_at_eos else None
     parents: list[Tensor | None] = []  # beam search: where each row came from, per step
-    first = max(firsts)
     ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
-    block_len, steps_per_block = plan_blocks(kind, cfg, ends - first)  # steps: [R]
+    block_len, steps_per_block = plan_blocks(kind, cfg, ends - first,
+                                             forward.attn.block_size)  # steps: [R]
 
     for b, start in enumerate(range(first, S, block_len)):
         end = min(start + block_len, S)
@@ -198,7 +210,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 on_tokens(state.step, state)
             state.step += 1
             i += 1
-        if kind == "ar" and cfg.stop_at_eos and bool(
+        if kind in ("ar", "bd3lm") and cfg.stop_at_eos and bool(
                 (state.canvas[:, first:end] == eos_id).any(1).all()):
             break  # every row has ended; the rest would be cut anyway
 
@@ -237,12 +249,24 @@ def block_time(i, steps: Tensor) -> Tensor:
     return torch.round((1.0 - i / steps.double()) * 1e12) / 1e12
 
 
-def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor) -> tuple[int, Tensor]:
+def model_block_size(network) -> int:
+    """A block diffusion network's block size (set on load from its checkpoint)."""
+    bs = getattr(network.default_attention, "block_size", None)
+    if not bs:
+        raise DLMError("a bd3lm network needs its block size: load it with dlm.load, or set "
+                       "network.default_attention = Attention.block_causal(block_size)")
+    return bs
+
+
+def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor, block_size: int | None
+                ) -> tuple[int, Tensor]:
     """Block length and each row's steps per block [R], for rows of ``length`` [R] slots
-    to decode (from the shared first mask on)."""
+    to decode (from the shared first mask on). AR: one token per block and step; bd3lm: the
+    model's own block size; mdlm: ``block_length`` (default: everything in one block)."""
     if kind == "ar":
         return 1, torch.ones_like(length)
-    block = min(cfg.block_length or int(length.max()), int(length.max()))
+    block = block_size if kind == "bd3lm" else cfg.block_length or int(length.max())
+    block = min(block, int(length.max()))
     n_blocks = (length + block - 1) // block
     return block, (cfg.steps // n_blocks).clamp(min=1)
 
@@ -257,16 +281,24 @@ class _Forward:
     none: the whole canvas every step (exact). prefix (Fast-dLLM): the block's first step runs
     the whole canvas and caches the keys/values before the block; later steps feed the block and
     everything after it. dual: the first step caches every slot; later steps feed only the
-    block, overwriting its cache slots, and attend to the (stale) cached suffix too. AR: the
-    exact causal cache, each step feeding only the tokens not yet cached.
+    block, overwriting its cache slots, and attend to the (stale) cached suffix too. exact (AR,
+    bd3lm): causal / block-causal attention makes finished tokens independent of what follows,
+    so each step feeds only the tokens not yet cached plus the block, and stores the finished
+    ones: the same logits as ``none``.
     """
 
     def __init__(self, network, kind: str, cfg: SampleConfig, mask_id: int, shift: int,
                  cond: Tensor):
         self.network, self.cfg, self.mask_id, self.shift, self.cond = \
             network, cfg, mask_id, shift, cond
-        self.attn = attention_for(kind)
-        self.mode = "exact" if self.attn.kind != "bidirectional" else cfg.cache
+        self.attn = attention_for(kind, model_block_size(network) if kind == "bd3lm" else None)
+        self.mode = {"ar": "exact", "bd3lm": cfg.cache or "exact"}.get(kind, cfg.cache or "none")
+        if kind == "bd3lm" and self.mode in ("prefix", "dual"):
+            raise DLMError("a bd3lm model caches finished blocks exactly: use cache exact (the "
+                           "default) or none")
+        if kind != "bd3lm" and cfg.cache == "exact":
+            raise DLMError("cache='exact' is block diffusion's cache (bd3lm); for mdlm use "
+                           "none, prefix or dual")
         self.cache = network.new_cache() if self.mode == "exact" else None
         self.nfe = 0
 

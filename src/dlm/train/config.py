@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from ..diffusion.objectives import KINDS
 from ..errors import DLMError
 
-KINDS = ("ar", "mdlm")
 # What may differ when resuming a run: everything else must match the saved run.
 RESUME_OVERRIDABLE = frozenset({"resume", "max_minutes", "threads", "device", "log_every",
                                 "progress"})
@@ -20,7 +20,8 @@ def _f(default, help: str, **extra):
 
 @dataclass
 class TrainConfig:
-    kind: str = _f("mdlm", "model kind: ar (next-token) or mdlm (masked diffusion)", choices=KINDS)
+    kind: str = _f("mdlm", "model kind: ar (next-token), mdlm (masked diffusion) or bd3lm "
+                   "(block diffusion)", choices=KINDS)
     preset: str = _f("tiny", "model size: tiny | small | base", choices=("tiny", "small", "base"))
     d_model: int | None = _f(None, "override the preset's width")
     n_layers: int | None = _f(None, "override the preset's depth")
@@ -42,7 +43,12 @@ class TrainConfig:
     beta2: float = _f(0.99, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
     dropout: float = _f(0.0, "residual dropout")
-    schedule: str = _f("linear", "masking schedule alpha(t) for mdlm: linear | cosine")
+    schedule: str = _f("linear", "masking schedule alpha(t) for mdlm/bd3lm: linear | cosine")
+    block_size: int | None = _f(None, "bd3lm: tokens per block, must divide the context "
+                                "(default 8)")
+    t_low: float | None = _f(None, "bd3lm: clipped schedule, draw t ~ U[t_low, t_high] "
+                             "(BD3-LM); default U[0.001, 1]")
+    t_high: float | None = _f(None, "bd3lm: upper end of the clipped schedule")
     max_steps: int | None = _f(None, "optimizer steps to train")
     max_minutes: float | None = _f(None, "wall-clock budget; alone, it sizes the LR schedule "
                                    "from the measured speed (default 10 when no other limit); "
@@ -74,6 +80,19 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.kind not in KINDS:
             raise DLMError(f"unknown kind {self.kind!r}; choose from {', '.join(KINDS)}")
+        block_knobs = [n for n in ("block_size", "t_low", "t_high") if getattr(self, n) is not None]
+        if self.kind != "bd3lm" and block_knobs:
+            raise DLMError(f"--{block_knobs[0].replace('_', '-')} is for --kind bd3lm only")
+        if self.kind == "bd3lm":
+            if self.block_size is None:
+                self.block_size = 8
+            if self.block_size < 1:
+                raise DLMError(f"--block-size must be >= 1 (got {self.block_size})")
+            if (self.t_low is None) != (self.t_high is None):
+                raise DLMError("give both --t-low and --t-high (the clipped schedule's range)")
+            if self.t_low is not None and not 0 < self.t_low < self.t_high <= 1:
+                raise DLMError(f"need 0 < --t-low < --t-high <= 1 (got {self.t_low}, "
+                               f"{self.t_high})")
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
                     "eval_every": self.eval_every, "ckpt_every": self.ckpt_every,
                     "log_every": self.log_every, "eval_tokens": self.eval_tokens,

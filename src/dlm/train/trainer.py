@@ -106,6 +106,9 @@ class Trainer:
         except ValueError as e:  # e.g. d_model not divisible by n_heads
             raise DLMError(f"bad model shape: {e}") from None
         self.seq_len = self.net_config.max_seq_len
+        if cfg.kind == "bd3lm" and self.seq_len % cfg.block_size:
+            raise DLMError(f"--block-size {cfg.block_size} does not divide the context "
+                           f"({self.seq_len} tokens); pick a divisor or set --seq-len")
         train_tokens = self.tokenizer.encode_batch(self.corpus.train)
         self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
         sequences = pack_documents(train_tokens, self.tokenizer.eos_id, self.seq_len,
@@ -122,9 +125,11 @@ class Trainer:
         # -- model, objective, optimizer ----------------------------------------------------
         torch.manual_seed(cfg.seed)
         self.network = Transformer(self.net_config).to(self.device)
-        self.network.default_attention = attention_for(cfg.kind)
-        self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule)
-        self.attn = attention_for(cfg.kind)
+        self.attn = attention_for(cfg.kind, cfg.block_size)
+        self.network.default_attention = self.attn
+        clip = (cfg.t_low, cfg.t_high) if cfg.t_low is not None else None
+        self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule,
+                                       block_size=cfg.block_size, clip=clip)
         self.optimizer = self._optimizer()
         self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
         self.rows: list[dict] = []
@@ -242,7 +247,7 @@ class Trainer:
         return {
             "kind": cfg.kind,
             "dlm_version": __version__,
-            "objective": {"schedule": cfg.schedule} if cfg.kind == "mdlm" else {},
+            "objective": objective_config(cfg),
             "data": {**self.corpus.summary(), "seq_len": self.seq_len,
                      "train_stream_tokens": self.train_stream_tokens,
                      "unique_tokens": self.loader.tokens_per_epoch,
@@ -276,7 +281,7 @@ class Trainer:
             write_csv(tmp / "metrics.csv", self.rows)
             plot_losses(tmp / "loss.png", self.rows,
                         f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
-                        "ELBO (nats/token)" if self.cfg.kind == "mdlm" else "NLL (nats/token)")
+                        "NLL (nats/token)" if self.cfg.kind == "ar" else "ELBO (nats/token)")
             ckpt.save_train_state(tmp, state, self.optimizer, rngs)
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
@@ -320,7 +325,8 @@ class Trainer:
             return evaluate(self.network, self.cfg.kind, self.val_chunks,
                             self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
                             bos_id=self.tokenizer.eos_id, t_samples=self.cfg.eval_t_samples,
-                            seed=0, batch_size=max(8, self.cfg.batch_size))
+                            seed=0, batch_size=max(8, self.cfg.batch_size),
+                            block_size=self.cfg.block_size)
 
     def _eval_row(self, row: dict) -> None:
         def run_eval() -> None:
@@ -478,3 +484,15 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None) -> EvalResu
     finally:
         if trainer.dist.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def objective_config(cfg: TrainConfig) -> dict:
+    """What a checkpoint records about its objective (the sampler needs the block size)."""
+    if cfg.kind == "ar":
+        return {}
+    out = {"schedule": cfg.schedule}
+    if cfg.kind == "bd3lm":
+        out["block_size"] = cfg.block_size
+        if cfg.t_low is not None:
+            out["t_clip"] = [cfg.t_low, cfg.t_high]
+    return out
