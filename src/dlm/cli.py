@@ -207,6 +207,9 @@ def cmd_info(ns: argparse.Namespace) -> int:
         lines.append(f"training     step {cfg.get('step')}; preset {train.get('preset')}, "
                      f"batch {train.get('batch_size')}, lr {train.get('lr')}, "
                      f"seed {train.get('seed')}")
+    if cfg.get("objective", {}).get("block_size"):
+        lines.append(f"blocks       {cfg['objective']['block_size']} tokens per block "
+                     f"(block diffusion)")
     if cfg.get("eval"):
         from .diffusion.likelihood import EvalResult
 
@@ -222,6 +225,7 @@ def cmd_info(ns: argparse.Namespace) -> int:
 TRAIN_EXAMPLES = """examples:
   dlm train --preset tiny --out runs/tiny                  # masked diffusion on Shakespeare
   dlm train --kind ar --preset tiny --out runs/tiny-ar     # its autoregressive twin
+  dlm train --kind bd3lm --block-size 8 --out runs/tiny-bd  # block diffusion (BD3-LM)
   dlm train --data python-stdlib --tokenizer bpe --vocab-size 8192 --max-minutes 30
   dlm train --data notes/ --unique-tokens 65536 --epochs 50 --out runs/repeat
   dlm train --out runs/tiny --resume                       # continue a stopped run
