@@ -161,3 +161,71 @@ def test_bd3lm_knobs_give_one_clear_error(bd3lm, small_corpus, tmp_path):
         train_tiny(tmp_path / "x", small_corpus, "bd3lm", block_size=5)
     with pytest.raises(DLMError, match="bd3lm only"):
         train_tiny(tmp_path / "y", small_corpus, "mdlm", block_size=4)
+
+
+# -- beyond the training context: the exact cache slides ------------------------------------------
+
+
+class WindowSpy(torch.nn.Module):
+    """Wraps a network and records how many keys each forward attends to."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.config, self.seen = net, net.config, []
+        self.default_attention = net.default_attention
+
+    def new_cache(self, store=None):
+        return self.net.new_cache(store)
+
+    def forward(self, ids, attn=None, positions=None, cache=None):
+        self.seen.append((0 if cache is None else cache.length) + ids.shape[1])
+        return self.net(ids, attn=attn, positions=positions, cache=cache)
+
+
+def test_ar_generates_past_its_context_with_a_sliding_window():
+    from dlm.sample.config import SampleConfig
+    from dlm.sample.driver import generate
+
+    W = 16
+    # one layer: a cached key depends only on its token and position, so the slid cache equals
+    # recomputing the window (deeper nets keep the context each key was computed with)
+    net = tiny_net(max_seq_len=W, n_layers=1)
+    prompt = [3, 14, 15, 9, 2]
+    spy = WindowSpy(net)
+    gen = generate(spy, [prompt], SampleConfig(gen_length=40, stop_at_eos=False), kind="ar",
+                   mask_id=MASK, eos_id=38, pad_id=39)
+    assert len(gen.tokens[0]) == 40 and max(spy.seen) <= W
+    # reference: each token predicted from the W - 1 tokens before it (absolute positions)
+    seq = [38, *prompt]  # BOS first
+    for _ in range(40):
+        lo = max(0, len(seq) - (W - 1))
+        window = torch.tensor([seq[lo:]])
+        logits = net(window, attn=Attention.causal(),
+                     positions=torch.arange(lo, len(seq))[None, :])[0, -1]
+        logits[[MASK, 39]] = float("-inf")
+        seq.append(int(logits.argmax()))
+    assert gen.tokens[0] == seq[len(prompt) + 1:]
+
+
+def test_bd3lm_generates_past_its_context_in_whole_blocks():
+    from dlm.errors import DLMError
+    from dlm.sample.config import SampleConfig
+    from dlm.sample.driver import generate
+
+    W, bs = 16, 4
+    net = tiny_net(max_seq_len=W)
+    net.default_attention = Attention.block_causal(bs)
+    spy = WindowSpy(net)
+    cfg = SampleConfig(gen_length=48, steps=24, stop_at_eos=False)
+    gen = generate(spy, [[3, 14, 15]], cfg, kind="bd3lm", mask_id=MASK, eos_id=38, pad_id=39)
+    assert len(gen.tokens[0]) == 48 and MASK not in gen.tokens[0]
+    assert max(spy.seen) <= W
+    short = generate(net, [[3, 14, 15]], cfg.replace(gen_length=8, steps=4), kind="bd3lm",
+                     mask_id=MASK, eos_id=38, pad_id=39)
+    assert gen.tokens[0][:8] == short.tokens[0]  # inside the window nothing changes
+    with pytest.raises(DLMError, match="window"):
+        generate(net, [list(range(20))], cfg, kind="bd3lm", mask_id=MASK, eos_id=38,
+                 pad_id=39)
+    with pytest.raises(DLMError, match="context"):
+        generate(net, [[3]], cfg.replace(cache="none"), kind="bd3lm", mask_id=MASK,
+                 eos_id=38, pad_id=39)

@@ -164,6 +164,12 @@ class KVCache:
         self.store = store
         self.write_at: int | None = None
 
+    def evict(self, n: int) -> None:
+        """Drop the oldest ``n`` slots (a sliding window). RoPE is relative, so the kept keys
+        stay valid for queries at later positions."""
+        self.keys = [k if k is None else k[:, :, n:] for k in self.keys]
+        self.values = [v if v is None else v[:, :, n:] for v in self.values]
+
     def reorder(self, index: Tensor) -> None:
         """Keep rows ``index`` of the batch (beam search), in that order."""
         self.keys = [k if k is None else k.index_select(0, index) for k in self.keys]

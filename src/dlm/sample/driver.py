@@ -135,9 +135,16 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     device = next(network.parameters()).device
     max_len = network.config.max_seq_len
     longest = max(len(c) for c in canvases)
-    if longest > max_len:
+    slides = kind == "ar" or (kind == "bd3lm" and cfg.cache in (None, "exact"))
+    if slides:  # the exact cache slides: the prompt and one block must fit the window
+        first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
+        need = -(-first_mask // align) * align + (align if kind == "bd3lm" else 1)
+        if need > max_len:
+            raise DLMError(f"the prompt ({first_mask} tokens) and one block do not fit the "
+                           f"model's window of {max_len} tokens; shorten the prompt")
+    elif longest > max_len:
         raise DLMError(f"prompt + generated tokens ({longest}) exceed the model's context of "
-                       f"{max_len} tokens")
+                       f"{max_len} tokens (AR and bd3lm with its exact cache can go further)")
     if not any(mask_id in c for c in canvases):
         raise DLMError("nothing to generate: the canvas has no masked position")
     shift = logit_shift(network, kind)
@@ -300,16 +307,21 @@ class _Forward:
             raise DLMError("cache='exact' is block diffusion's cache (bd3lm); for mdlm use "
                            "none, prefix or dual")
         self.cache = network.new_cache() if self.mode == "exact" else None
+        # the exact cache may slide: at most ``window`` slots attended, evicted in blocks
+        self.window, self.block, self.evicted = network.config.max_seq_len, \
+            self.attn.block_size or 1, 0
         self.nfe = 0
 
-    def run(self, state: DecodeState, lo: int, hi: int, cache) -> Tensor:
-        """Network on canvas slots [lo, hi) (attending to ``cache`` too), CFG applied."""
+    def run(self, state: DecodeState, lo: int, hi: int, cache, evicted: int = 0) -> Tensor:
+        """Network on canvas slots [lo, hi) (attending to ``cache`` too, which starts at
+        canvas slot ``evicted``), CFG applied."""
         ids, valid, pos = state.canvas, state.valid, state.positions
         if self.cfg.cfg_scale > 0:  # LLaDA: the unconditional pass sees the prompt re-masked
             ids = torch.cat([ids, ids.masked_fill(self.cond, self.mask_id)])
             valid, pos = valid.repeat(2, 1), pos.repeat(2, 1)
         k_hi = hi if cache is None or cache.write_at is None else valid.shape[1]
-        logits = self.network(ids[:, lo:hi], attn=self.attn.with_padding(valid[:, :k_hi]),
+        logits = self.network(ids[:, lo:hi],
+                              attn=self.attn.with_padding(valid[:, evicted:k_hi]),
                               positions=pos[:, lo:hi], cache=cache)
         self.nfe += 1
         if self.cfg.cfg_scale > 0:
@@ -322,9 +334,14 @@ class _Forward:
         a = start - self.shift  # logits at slots [a, a + L) predict the block
         L = end - start
         if self.mode == "exact":
-            c = self.cache.length
+            c = self.evicted + self.cache.length  # canvas slot where the cache ends
+            over = self.cache.length + (end - c) - self.window
+            if over > 0:  # slide: drop whole blocks so the block structure stays aligned
+                drop = -(-over // self.block) * self.block
+                self.cache.evict(drop)
+                self.evicted += drop
             self.cache.store = start - c  # tokens before the block are committed: cache them
-            return self.run(state, c, end, self.cache)[:, a - c:a - c + L]
+            return self.run(state, c, end, self.cache, self.evicted)[:, a - c:a - c + L]
         if self.mode == "none":
             return self.run(state, 0, S, None)[:, a:a + L]
         if state.block_step == 0:  # refresh the cache at each block start (Fast-dLLM)
