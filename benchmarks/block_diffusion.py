@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--block-sizes", default="4,8,16")
     ap.add_argument("--t-samples", type=int, default=16)
+    ap.add_argument("--eval-tokens", type=int, default=32768)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
@@ -85,7 +86,8 @@ def main() -> None:
     rows = []
     for name, extra in arms([int(b) for b in args.block_sizes.split(",")]):
         seconds = train_arm(out, name, extra, args)
-        r = dlm.load(out / name, device="cpu").evaluate(t_samples=args.t_samples)
+        r = dlm.load(out / name, device="cpu").evaluate(eval_tokens=args.eval_tokens,
+                                                        t_samples=args.t_samples)
         rows.append({"arm": name, **r.to_dict(), "train_seconds": seconds})
         print(f"{name}: {r.describe()}  (train {seconds:.0f} s)", flush=True)
     print("\n| arm | held-out bits/byte | ± MC s.e. | wall time incl. tracking evals (s) |")
