@@ -229,3 +229,18 @@ def test_bd3lm_generates_past_its_context_in_whole_blocks():
     with pytest.raises(DLMError, match="context"):
         generate(net, [[3]], cfg.replace(cache="none"), kind="bd3lm", mask_id=MASK,
                  eos_id=38, pad_id=39)
+
+
+def test_flex_attention_path_matches_the_sdpa_mask():
+    """The CUDA fast path (flex attention) computes the same attention as SDPA with the boolean
+    mask; checked here with flex's eager CPU implementation."""
+    pytest.importorskip("torch.nn.attention.flex_attention")  # older torch: nothing to test
+    from dlm.models.transformer import FlexBlockDiffusion
+
+    L, bs = 16, 4
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 2 * L, 8, generator=g) for _ in range(3))
+    mask = Attention.block_diffusion(bs).mask(torch.arange(2 * L), 2 * L)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    got = FlexBlockDiffusion(2 * L, bs, "cpu", compiled=False)(q, k, v)
+    assert torch.allclose(got, want, atol=1e-5)

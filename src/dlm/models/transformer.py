@@ -13,6 +13,7 @@ Contract (DESIGN.md #1): ``net(input_ids, attn=..., positions=None, cache=None) 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -251,8 +252,53 @@ class SelfAttention(nn.Module):
         if self.n_kv_heads != self.n_heads:  # GQA: each kv head serves n_heads / n_kv_heads queries
             rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        if isinstance(mask, FlexBlockDiffusion):
+            y = mask(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FlexBlockDiffusion:
+    """BD3-LM's [x_t ; x_0] attention with PyTorch's flex attention, which skips the masked
+    tiles instead of materialising a 2L x 2L mask. Used on CUDA when available (compiled);
+    never required: any failure falls back to SDPA with the boolean mask for the session."""
+
+    enabled = True  # set False after a failure
+
+    def __init__(self, length: int, block_size: int, device, compiled: bool = True):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        L, bs = length // 2, block_size
+
+        def mask_mod(b, h, q, k):
+            q_clean, k_clean = q >= L, k >= L
+            q_blk, k_blk = (q % L) // bs, (k % L) // bs
+            return torch.where(q_clean, k_clean & (k_blk <= q_blk),
+                               (~k_clean & (k_blk == q_blk)) | (k_clean & (k_blk < q_blk)))
+
+        self.block_mask = create_block_mask(mask_mod, None, None, length, length, device=device)
+        self.attend = _compiled_flex() if compiled else flex_attention
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        return self.attend(q, k, v, block_mask=self.block_mask)
+
+
+_FLEX = None
+
+
+@functools.lru_cache(maxsize=8)
+def _flex_mask(length: int, block_size: int, device) -> FlexBlockDiffusion:
+    return FlexBlockDiffusion(length, block_size, device)
+
+
+def _compiled_flex():
+    global _FLEX
+    if _FLEX is None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX = torch.compile(flex_attention)
+    return _FLEX
 
 
 class SwiGLU(nn.Module):
@@ -342,6 +388,12 @@ class Transformer(nn.Module):
             and offset == 0
         if is_causal:
             mask = None
+        if attn.kind == "block_diffusion" and input_ids.is_cuda and cache is None \
+                and FlexBlockDiffusion.enabled:
+            try:
+                mask = _flex_mask(k_len, attn.block_size, input_ids.device)
+            except Exception:  # flex attention missing or unusable here: SDPA it is
+                FlexBlockDiffusion.enabled = False
         x = self.embed_tokens(input_ids)
         for block in self.blocks:
             x = block(x, cos, sin, mask, is_causal, cache)
