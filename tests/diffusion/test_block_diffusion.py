@@ -113,7 +113,9 @@ def bd3lm(tmp_path_factory, small_corpus):
 
     out = tmp_path_factory.mktemp("bd3") / "run"
     train_tiny(out, small_corpus, "bd3lm", block_size=4)
-    return dlm.load(out)
+    model = dlm.load(out)
+    model.path = out
+    return model
 
 
 def test_a_trained_bd3lm_records_its_block_size_and_evaluates(bd3lm):
@@ -244,3 +246,25 @@ def test_flex_attention_path_matches_the_sdpa_mask():
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     got = FlexBlockDiffusion(2 * L, bs, "cpu", compiled=False)(q, k, v)
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_bd3lm_from_the_cli(bd3lm, small_corpus, tmp_path, capsys):
+    from dlm.cli import main
+
+    run = str(bd3lm.path)
+    assert main(["sample", run, "ROMEO", "--gen-length", "8", "--steps", "4", "--animate"]) == 0
+    assert "step 4/4" in capsys.readouterr().out
+    assert main(["eval", run, "--eval-tokens", "256", "--t-samples", "2", "--json"]) == 0
+    assert '"kind": "bd3lm"' in capsys.readouterr().out
+    assert main(["info", run]) == 0
+    assert "4 tokens per block" in capsys.readouterr().out
+    common = ["--data", str(small_corpus), "--d-model", "32", "--n-layers", "2", "--n-heads",
+              "4", "--seq-len", "64", "--max-steps", "2", "--progress", "--no-progress"]
+    assert main(["train", "--kind", "bd3lm", "--block-size", "5", "--out",
+                 str(tmp_path / "a"), *common]) == 2
+    assert "does not divide" in capsys.readouterr().err
+    assert main(["train", "--kind", "mdlm", "--block-size", "4", "--out",
+                 str(tmp_path / "b"), *common]) == 2
+    assert "bd3lm only" in capsys.readouterr().err
+    assert main(["sample", run, "ROMEO", "--gen-length", "6"]) == 2
+    assert "block size" in capsys.readouterr().err
