@@ -124,12 +124,9 @@ class Attention:
         elif self.kind == "block_causal":
             bs = self.block_size
             allowed = (k_index[None, :] // bs) <= (q_index[:, None] // bs)
-        elif self.kind == "block_diffusion":  # slots [0, L) are x_t, [L, 2L) are x_0
-            L, bs = k_len // 2, self.block_size
-            q_clean, k_clean = q_index[:, None] >= L, k_index[None, :] >= L
-            q_blk, k_blk = (q_index[:, None] % L) // bs, (k_index[None, :] % L) // bs
-            allowed = torch.where(q_clean, k_clean & (k_blk <= q_blk),
-                                  (~k_clean & (k_blk == q_blk)) | (k_clean & (k_blk < q_blk)))
+        elif self.kind == "block_diffusion":
+            allowed = block_diffusion_rule(q_index[:, None], k_index[None, :], k_len // 2,
+                                           self.block_size)
         if self.key_padding_mask is not None:
             kpm = self.key_padding_mask[:, None, None, :].bool()  # [B, 1, 1, Tk]
             diag = k_index[None, :] == q_index[:, None]  # [Tq, Tk]
@@ -140,6 +137,16 @@ class Attention:
         while allowed.dim() < 4:
             allowed = allowed.unsqueeze(0)
         return allowed
+
+
+def block_diffusion_rule(q: Tensor, k: Tensor, L: int, bs: int) -> Tensor:
+    """May slot q attend to slot k in [x_t ; x_0] (slots [0, L) noisy, [L, 2L) clean)? An x_t
+    token sees its own noisy block and the clean blocks before it; an x_0 token the clean
+    blocks up to its own. Broadcasts (the SDPA mask) and works on scalars (flex's mask_mod)."""
+    q_clean, k_clean = q >= L, k >= L
+    q_blk, k_blk = (q % L) // bs, (k % L) // bs
+    return torch.where(q_clean, k_clean & (k_blk <= q_blk),
+                       (~k_clean & (k_blk == q_blk)) | (k_clean & (k_blk < q_blk)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,13 +276,8 @@ class FlexBlockDiffusion:
     def __init__(self, length: int, block_size: int, device, compiled: bool = True):
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-        L, bs = length // 2, block_size
-
         def mask_mod(b, h, q, k):
-            q_clean, k_clean = q >= L, k >= L
-            q_blk, k_blk = (q % L) // bs, (k % L) // bs
-            return torch.where(q_clean, k_clean & (k_blk <= q_blk),
-                               (~k_clean & (k_blk == q_blk)) | (k_clean & (k_blk < q_blk)))
+            return block_diffusion_rule(q, k, length // 2, block_size)
 
         self.block_mask = create_block_mask(mask_mod, None, None, length, length, device=device)
         self.attend = _compiled_flex() if compiled else flex_attention
