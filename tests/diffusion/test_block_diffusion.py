@@ -140,6 +140,17 @@ def test_exact_cache_gives_the_same_tokens_as_no_cache(bd3lm, temperature):
             assert all(start <= p < start + 4 for p in s.positions[0])
 
 
+@pytest.mark.parametrize("method", [dict(threshold=0.3), dict(remasking="margin"),
+                                    dict(remask_eta=0.3, remask_variant="conf")],
+                         ids=["threshold", "margin", "remdm"])
+def test_any_strategy_decodes_inside_the_blocks(bd3lm, method):
+    kw = dict(gen_length=16, steps=16, stop_at_eos=False, **method)
+    exact = bd3lm.generate("ROMEO", trace=True, **kw)
+    assert exact.tokens == bd3lm.generate("ROMEO", cache="none", **kw).tokens
+    assert bd3lm.mask_id not in exact.tokens[0]
+    assert exact.trace.state_at()[0][-16:] == exact.tokens[0]
+
+
 def test_bd3lm_batch_equals_one_at_a_time(bd3lm):
     prompts = ["ROMEO", "To be, or not"]
     both = bd3lm.generate(prompts, gen_length=12, steps=6)
