@@ -152,6 +152,13 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     from . import load
 
+    if ns.check_elbo:
+        from .diffusion.check_elbo import check_elbo
+
+        print(check_elbo(seed=ns.seed).describe())
+        return 0
+    if not ns.checkpoints:
+        raise DLMError("give at least one checkpoint (or --check-elbo)")
     results = []
     for path in ns.checkpoints:
         model = load(path, device=ns.device)
@@ -261,6 +268,7 @@ EVAL_EXAMPLES = """examples:
   dlm eval runs/tiny                        # held-out bits/byte (an upper bound for mdlm)
   dlm eval runs/tiny runs/tiny-ar           # AR and MDLM side by side on the same bytes
   dlm eval runs/tiny --t-samples 64 --eval-tokens 131072 --json
+  dlm eval --check-elbo                     # the estimator vs exact numbers on a toy
 """
 
 INFO_EXAMPLES = """examples:
@@ -327,7 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "diffusion the number is the negative ELBO, an upper bound, estimated "
                        "with a fixed number of mask draws and a fixed seed (± its Monte-Carlo "
                        "standard error).", epilog=EVAL_EXAMPLES, formatter_class=fmt)
-    p.add_argument("checkpoints", nargs="+", help="run directories")
+    p.add_argument("checkpoints", nargs="*", help="run directories")
+    p.add_argument("--check-elbo", action="store_true", help="no checkpoint needed: on a toy "
+                   "vocabulary, compare the Monte-Carlo ELBO with the exact ELBO and the exact "
+                   "NLL of a model whose joint is enumerable")
     p.add_argument("--data", help="corpus to take the held-out split from (default: training's)")
     p.add_argument("--eval-tokens", type=int, help="held-out tokens (default: as in training)")
     p.add_argument("--t-samples", type=int, help="mask draws per chunk for mdlm (default: as "
