@@ -1,0 +1,147 @@
+"""Bookkeeping for multi-run experiments (the data-constrained crossover, issue 5).
+
+Pure functions and one CSV-backed table, kept apart from the training they describe so they are
+easy to test and reuse:
+
+* ``epoch_marks`` / ``mark_steps``: log-spaced epoch counts at which every arm is evaluated, and
+  the optimizer step that completes each (the same arithmetic as ``EpochLoader.epochs_at``);
+* ``Results``: ``results.csv`` rows appended as they are measured, plus the set of finished
+  runs, so an interrupted experiment resumes without redoing finished runs;
+* ``curve`` / ``best_point`` / ``stops_improving`` / ``crossover``: what the report states.
+
+    marks = epoch_marks(64, n=12)              # [0.5, 0.8, ..., 64.0]
+    steps = mark_steps(marks, num_sequences=512, batch_size=32)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ..errors import DLMError
+
+
+def epoch_marks(epochs: float, n: int = 12, first: float | None = None) -> list[float]:
+    """``n`` log-spaced epoch counts from ``first`` (default epochs / 128, at most 1) to
+    ``epochs``, rounded to 4 significant digits, strictly increasing."""
+    if epochs <= 0 or n < 2:
+        raise DLMError(f"need epochs > 0 and at least 2 marks (got {epochs}, {n})")
+    first = min(1.0, epochs / 128) if first is None else first
+    if not 0 < first < epochs:
+        raise DLMError(f"the first mark must lie in (0, {epochs}) (got {first})")
+    ratio = (epochs / first) ** (1 / (n - 1))
+    marks = [float(f"{first * ratio ** i:.4g}") for i in range(n - 1)] + [float(epochs)]
+    return sorted(set(marks))
+
+
+def mark_steps(marks: list[float], num_sequences: int, batch_size: int) -> list[int]:
+    """The optimizer step completing each epoch mark (epoch = step * batch / sequences), at
+    least 1; marks closer than one step collapse into one."""
+    steps = [max(1, round(m * num_sequences / batch_size)) for m in marks]
+    return sorted(set(steps))
+
+
+@dataclass
+class Point:
+    """One evaluation of one run."""
+
+    run: str  # e.g. "mdlm/lr=0.003/seed=0"
+    kind: str
+    seed: int
+    epoch: float
+    tokens: int
+    flops: float
+    wall_s: float
+    val_bpb: float
+    val_se: float = 0.0
+
+    @classmethod
+    def from_row(cls, row: dict) -> Point:
+        types = {f.name: f.type for f in fields(cls)}
+        conv = {"int": int, "float": float, "str": str}
+        return cls(**{k: conv[types[k]](v) for k, v in row.items() if k in types})
+
+
+class Results:
+    """``results.csv`` (one row per evaluation) and ``finished.txt`` (one finished run per
+    line) in an experiment folder. Rows of a run that did not finish are dropped on load, so a
+    resumed run starts clean."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.csv = self.folder / "results.csv"
+        self.finished_file = self.folder / "finished.txt"
+
+    def finished(self) -> set[str]:
+        if not self.finished_file.exists():
+            return set()
+        return {line.strip() for line in self.finished_file.read_text().splitlines() if line}
+
+    def points(self) -> list[Point]:
+        if not self.csv.exists():
+            return []
+        done = self.finished()
+        with self.csv.open() as f:
+            return [p for p in map(Point.from_row, csv.DictReader(f)) if p.run in done]
+
+    def start(self, run: str) -> None:
+        """Forget any rows a previous, interrupted attempt of ``run`` left behind."""
+        if not self.csv.exists():
+            return
+        with self.csv.open() as f:
+            rows = [r for r in csv.DictReader(f) if r["run"] != run]
+        self._write(rows)
+
+    def add(self, point: Point) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[f.name for f in fields(Point)])
+            if new:
+                w.writeheader()
+            w.writerow(asdict(point))
+
+    def finish(self, run: str) -> None:
+        with self.finished_file.open("a") as f:
+            f.write(run + "\n")
+
+    def _write(self, rows: list[dict]) -> None:
+        with self.csv.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[f.name for f in fields(Point)])
+            w.writeheader()
+            w.writerows(rows)
+
+
+def curve(points: list[Point], run: str) -> list[Point]:
+    """One run's evaluations in epoch order."""
+    return sorted((p for p in points if p.run == run), key=lambda p: p.epoch)
+
+
+def best_point(points: list[Point]) -> Point:
+    """The evaluation with the lowest held-out bits/byte."""
+    if not points:
+        raise DLMError("no evaluations to choose from")
+    return min(points, key=lambda p: p.val_bpb)
+
+
+def stops_improving(points: list[Point]) -> float:
+    """The epoch of a run's best held-out value: after it the curve never goes lower."""
+    return best_point(points).epoch if points else math.nan
+
+
+def crossover(ar: list[Point], dlm: list[Point]) -> float | None:
+    """The first shared epoch mark from which the DLM's held-out value stays below AR's at
+    every later shared mark (None: it never does, or only at some marks and then loses again).
+    """
+    a = {p.epoch: p.val_bpb for p in ar}
+    d = {p.epoch: p.val_bpb for p in dlm}
+    shared = sorted(set(a) & set(d))
+    start = None
+    for e in shared:
+        if d[e] < a[e]:
+            start = e if start is None else start
+        else:
+            start = None
+    return start

@@ -1,0 +1,90 @@
+"""Experiment bookkeeping: epoch marks and their steps, resuming a half-done experiment, and
+reading the crossover off synthetic curves."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dlm.data.loader import EpochLoader
+from dlm.errors import DLMError
+from dlm.experiments.bookkeeping import (
+    Point,
+    Results,
+    best_point,
+    crossover,
+    curve,
+    epoch_marks,
+    mark_steps,
+    stops_improving,
+)
+
+
+def test_epoch_marks_are_log_spaced_and_end_at_the_budget():
+    marks = epoch_marks(64, n=12)
+    assert len(marks) == 12 and marks[-1] == 64 and marks == sorted(marks)
+    ratios = np.diff(np.log(marks))
+    assert np.allclose(ratios, ratios.mean(), rtol=1e-2)  # evenly spaced in log epochs
+    assert epoch_marks(200, n=16, first=0.5)[0] == 0.5
+    with pytest.raises(DLMError):
+        epoch_marks(10, n=1)
+    with pytest.raises(DLMError):
+        epoch_marks(10, first=20)
+
+
+def test_mark_steps_agree_with_the_loaders_epoch_count():
+    seqs = np.zeros((500, 8), dtype=np.int64)
+    loader = EpochLoader(seqs, batch_size=32, seed=0)
+    marks = epoch_marks(40, n=12)
+    steps = mark_steps(marks, loader.num_sequences, 32)
+    assert steps == sorted(set(steps)) and steps[0] >= 1
+    for m, s in zip(marks[-3:], steps[-3:]):  # large marks: one step apart is < 1/15 epoch
+        assert loader.epochs_at(s) == pytest.approx(m, abs=32 / 500)
+    assert loader.epochs_at(steps[-1]) == pytest.approx(40, abs=32 / 500)
+
+
+def point(run, kind, epoch, val):
+    return Point(run, kind, 0, epoch, int(epoch * 1000), epoch * 1e9, epoch, val, 0.01)
+
+
+def test_a_half_done_experiment_resumes_without_redoing_finished_runs(tmp_path):
+    r = Results(tmp_path)
+    r.start("ar/lr=1e-3")
+    for e, v in [(1, 3.0), (2, 2.8)]:
+        r.add(point("ar/lr=1e-3", "ar", e, v))
+    r.finish("ar/lr=1e-3")
+    r.start("mdlm/lr=1e-3")
+    r.add(point("mdlm/lr=1e-3", "mdlm", 1, 3.5))  # ... and the process is killed here
+    again = Results(tmp_path)  # a new process
+    assert again.finished() == {"ar/lr=1e-3"}
+    assert {p.run for p in again.points()} == {"ar/lr=1e-3"}  # the half run is not reported
+    again.start("mdlm/lr=1e-3")  # redo the unfinished run from scratch
+    for e, v in [(1, 3.4), (2, 3.1)]:
+        again.add(point("mdlm/lr=1e-3", "mdlm", e, v))
+    again.finish("mdlm/lr=1e-3")
+    pts = Results(tmp_path).points()
+    assert [p.val_bpb for p in curve(pts, "mdlm/lr=1e-3")] == [3.4, 3.1]  # no stale row
+    assert len(pts) == 4
+
+
+def synthetic(kind, epochs, f):
+    return [point(kind, kind, e, f(e)) for e in epochs]
+
+
+def test_crossover_on_synthetic_curves():
+    marks = epoch_marks(128, n=14)
+    ar = synthetic("ar", marks, lambda e: 2.5 + 0.08 * (math.log(e) - math.log(8)) ** 2)
+    dlm = synthetic("mdlm", marks, lambda e: 2.9 - 0.25 * math.log1p(e / 8))
+    cross = crossover(ar, dlm)
+    assert cross is not None
+    assert all(d.val_bpb >= a.val_bpb for a, d in zip(ar, dlm) if a.epoch < cross)
+    assert all(d.val_bpb < a.val_bpb for a, d in zip(ar, dlm) if a.epoch >= cross)
+    assert stops_improving(ar) == best_point(ar).epoch
+    assert 4 <= stops_improving(ar) <= 16  # AR's U-shape bottoms out near epoch 8
+    assert stops_improving(dlm) == marks[-1]  # the DLM keeps improving
+    # a DLM that dips below AR once and loses again has not overtaken it
+    wobbly = synthetic("mdlm", marks, lambda e: 2.45 if abs(e - 8) < 2 else 9.0)
+    assert crossover(ar, wobbly) is None
+    assert crossover(ar, synthetic("mdlm", marks, lambda e: 9.0)) is None
