@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from dlm.data.loader import EpochLoader
 from dlm.errors import DLMError
@@ -88,3 +89,42 @@ def test_crossover_on_synthetic_curves():
     wobbly = synthetic("mdlm", marks, lambda e: 2.45 if abs(e - 8) < 2 else 9.0)
     assert crossover(ar, wobbly) is None
     assert crossover(ar, synthetic("mdlm", marks, lambda e: 9.0)) is None
+
+
+def test_an_annealed_branch_is_the_run_planned_for_that_length(tmp_path, small_corpus):
+    """Branch = resume the stable wsd run at the branch point with a shorter plan; it must end
+    with exactly the weights of a fresh wsd run planned for the mark."""
+    from safetensors.torch import load_file
+
+    from dlm.experiments.branches import branch_dir, branch_point, train_annealed
+    from dlm.train import TrainConfig
+
+    base = dict(kind="mdlm", data=str(small_corpus), d_model=32, n_layers=2, n_heads=4,
+                seq_len=64, batch_size=8, eval_every=1000, ckpt_every=1000, eval_tokens=256,
+                eval_t_samples=1, warmup_steps=3, progress=False, threads=1)
+    seen = []
+    results = train_annealed(TrainConfig(out=str(tmp_path / "stable"), **base), [10, 20],
+                             on_mark=lambda m, r, path: seen.append(m))
+    assert [m for m, _ in results] == [10, 20] and seen == [10, 20]
+    assert branch_point(10, 0.2) == 8
+    from dlm.train import train
+
+    train(TrainConfig(out=str(tmp_path / "fresh"), lr_schedule="wsd", max_steps=10, **base))
+    a = load_file(str(branch_dir(tmp_path / "stable", 10) / "model.safetensors"))
+    b = load_file(str(tmp_path / "fresh" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    stable = load_file(str(tmp_path / "stable" / "model.safetensors"))
+    assert not all(torch.equal(a[k], stable[k]) for k in a)
+
+
+def test_wsd_schedule_shares_its_prefix():
+    from dlm.train import TrainConfig
+    from dlm.train.trainer import lr_at
+
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, lr_schedule="wsd", decay_frac=0.25,
+                      min_lr_ratio=0.1)
+    short = [lr_at(s, cfg, 40) for s in range(40)]
+    long = [lr_at(s, cfg, 100) for s in range(100)]
+    assert short[:30] == long[:30]  # identical until the short run decays
+    assert short[3] == 1.0 and short[29] == 1.0 and short[30] < 1.0
+    assert short[-1] == pytest.approx(0.1)

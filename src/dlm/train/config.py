@@ -37,7 +37,12 @@ class TrainConfig:
     batch_size: int = _f(32, "global batch size in sequences (per optimizer step, all ranks)")
     grad_accum: int = _f(1, "micro-batches per optimizer step (batch_size is split over them)")
     lr: float = _f(3e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak (cosine decay)")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak")
+    lr_schedule: str = _f("cosine", "cosine: warm-up then cosine decay over the run; wsd: "
+                          "warm-up, constant, then a linear decay over the last decay_frac of "
+                          "the run (any prefix of a wsd run is shared by longer ones, so "
+                          "annealed branches can start from it)", choices=("cosine", "wsd"))
+    decay_frac: float = _f(0.2, "wsd: share of the run spent decaying")
     warmup_steps: int = _f(100, "linear warm-up steps")
     weight_decay: float = _f(0.1, "AdamW weight decay (on matrices, not on norms or biases)")
     beta2: float = _f(0.99, "AdamW beta2")
@@ -113,6 +118,10 @@ class TrainConfig:
             raise DLMError(f"--beta2 must be in (0, 1) (got {self.beta2})")
         if self.weight_decay < 0:
             raise DLMError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        if self.lr_schedule not in ("cosine", "wsd"):
+            raise DLMError(f"--lr-schedule must be cosine or wsd (got {self.lr_schedule!r})")
+        if not 0 < self.decay_frac <= 1:
+            raise DLMError(f"--decay-frac must be in (0, 1] (got {self.decay_frac})")
         if not 0 <= self.min_lr_ratio <= 1:
             raise DLMError(f"--min-lr-ratio must be in [0, 1] (got {self.min_lr_ratio})")
         if self.warmup_steps < 0:

@@ -63,8 +63,17 @@ def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
 
     A plan known from the config (--max-steps, --epochs) shortens the warm-up to at most a fifth
     of the run; a time-sized plan (learned after the first steps) keeps it, so the rate never
-    jumps when the length becomes known.
+    jumps when the length becomes known. ``wsd``: warm-up, the peak, then a linear decay over
+    the last ``decay_frac`` of ``total``; nothing before the decay depends on ``total``.
     """
+    if cfg.lr_schedule == "wsd":
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        decay = 0 if total is None else max(1, round(cfg.decay_frac * total))
+        if total is None or step < total - decay:
+            return cfg.lr
+        progress = min(1.0, (step - (total - decay) + 1) / decay)
+        return cfg.lr * (1 - (1 - cfg.min_lr_ratio) * progress)
     warmup = cfg.warmup_steps
     if total is not None and (cfg.max_steps is not None or cfg.epochs is not None):
         warmup = min(warmup, max(1, total // 5))
@@ -78,7 +87,10 @@ def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None):
+    def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None,
+                 start_from: str | Path | None = None):
+        """``start_from``: the checkpoint of another run to continue from with *this* config
+        (weights, optimizer, RNG, step; the plan comes from ``cfg``): an annealed branch."""
         self.callbacks = callbacks or []
         self.dist = DistInfo.from_env()
         if self.dist.world_size > 1 and not dist.is_initialized():
@@ -135,7 +147,9 @@ class Trainer:
         self.rows: list[dict] = []
         self.last_eval: EvalResult | None = None
         if self.resuming:
-            self._load_checkpoint()
+            self._load_checkpoint(self.run_dir)
+        elif start_from is not None:
+            self._load_checkpoint(Path(start_from), plan_from_config=True)
         self.model = self.network
         if cfg.compile:
             self.model = torch.compile(self.model)
@@ -286,21 +300,24 @@ class Trainer:
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
 
-    def _load_checkpoint(self) -> None:
-        network, _, config = load_model_dir(self.run_dir, device=self.device)
+    def _load_checkpoint(self, path: Path, plan_from_config: bool = False) -> None:
+        network, _, config = load_model_dir(path, device=self.device)
         self.network.load_state_dict(network.state_dict())
-        state, optim, rng = ckpt.load_train_state(self.run_dir, self.dist.rank)
+        state, optim, rng = ckpt.load_train_state(path, self.dist.rank)
         if state.get("world_size", 1) != self.dist.world_size:
             raise DLMError(f"{self.run_dir} was trained with {state.get('world_size', 1)} "
                            f"processes; resume it with the same number")
         self.optimizer.load_state_dict(optim)
         ckpt.set_rng_state(rng)
-        self.step, self.total_steps = state["step"], state["total_steps"]
+        self.step = state["step"]
+        self.total_steps = (self._planned_steps() if plan_from_config else None) \
+            or state["total_steps"]
         self.elapsed = state["elapsed_s"]
         # rows logged after the checkpoint by the stopped run are dropped (they will be redone)
-        self.rows = [r for r in read_csv(self.run_dir / "metrics.csv") if r["step"] <= self.step]
+        self.rows = [r for r in read_csv(path / "metrics.csv") if r["step"] <= self.step]
         self._barrier()  # every rank has read the file before rank 0 rewrites it
         if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_csv(self.run_dir / "metrics.csv", self.rows)
         if config.get("eval"):
             self.last_eval = EvalResult(**config["eval"])
@@ -476,9 +493,11 @@ class Trainer:
             append_csv(self.run_dir / "metrics.csv", row)
 
 
-def train(cfg: TrainConfig, callbacks: list[Callable] | None = None) -> EvalResult:
-    """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation."""
-    trainer = Trainer(cfg, callbacks)
+def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
+          start_from: str | Path | None = None) -> EvalResult:
+    """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation.
+    ``start_from``: continue another run's checkpoint under this config (see ``Trainer``)."""
+    trainer = Trainer(cfg, callbacks, start_from)
     try:
         return trainer.run()
     finally:
