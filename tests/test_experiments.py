@@ -128,3 +128,34 @@ def test_wsd_schedule_shares_its_prefix():
     assert short[:30] == long[:30]  # identical until the short run decays
     assert short[3] == 1.0 and short[29] == 1.0 and short[30] < 1.0
     assert short[-1] == pytest.approx(0.1)
+
+
+def test_data_constrained_end_to_end_and_resume(tmp_path, small_corpus):
+    """Two kinds x two learning rates on 16 sequences for 4 epochs: every arm gets annealed
+    points at each mark, the report and plot are written, and a second run redoes nothing."""
+    from dlm.experiments.data_constrained import Experiment, run
+
+    exp = Experiment(out=str(tmp_path / "dc"), data=str(small_corpus), unique_tokens=16 * 64,
+                     epochs=4, marks=3, first_mark=1, d_model=32, n_layers=2, n_heads=4, seq_len=64,
+                     batch_size=8, jobs=2, eval_tokens=256, eval_t_samples=1)
+    log = []
+    results = run(exp, progress=log.append)
+    pts = results.points()
+    assert {p.run for p in pts} == {a["name"] for a in exp.arms()} and len(exp.arms()) == 4
+    for a in exp.arms():
+        c = curve(pts, a["name"])
+        assert [p.epoch for p in c] == [1.0, 2.0, 4.0]  # marks 1, 2, 4 epochs of 2 steps
+        assert all(math.isfinite(p.val_bpb) and p.flops > 0 for p in c)
+    report = (tmp_path / "dc" / "report.md").read_text()
+    assert "| ar |" in report and "| mdlm |" in report and "Crossover" in report
+    assert (tmp_path / "dc" / "curves.png").stat().st_size > 1000
+    log2 = []
+    run(exp, progress=log2.append)
+    assert log2[0].startswith("4 arms done, 0 to run")
+
+
+def test_experiment_cli_rejects_unknown_kinds(capsys):
+    from dlm.cli import main
+
+    assert main(["experiment", "data-constrained", "--kinds", "ar,gpt"]) == 2
+    assert "unknown kind 'gpt'" in capsys.readouterr().err
