@@ -159,3 +159,17 @@ def test_experiment_cli_rejects_unknown_kinds(capsys):
 
     assert main(["experiment", "data-constrained", "--kinds", "ar,gpt"]) == 2
     assert "unknown kind 'gpt'" in capsys.readouterr().err
+
+
+def test_reproduction_criteria_on_synthetic_curves():
+    from dlm.experiments.bookkeeping import criteria
+
+    marks = epoch_marks(128, n=14)
+    ar = synthetic("ar", marks, lambda e: 2.5 + 0.08 * (math.log(e) - math.log(8)) ** 2)
+    wins = synthetic("mdlm", marks, lambda e: 2.9 - 0.25 * math.log1p(e / 8))  # ends ~2.4
+    holds = [h for _, h, _ in criteria(ar, wins)]
+    assert holds == [True, True, True, None]
+    loses = synthetic("mdlm", marks, lambda e: 3.0 - 0.05 * math.log1p(e))  # never < 2.75
+    assert [h for _, h, _ in criteria(ar, loses)][:3] == [True, True, False]
+    early_dlm = synthetic("mdlm", marks, lambda e: 2.0)  # better from the start
+    assert criteria(ar, early_dlm)[0][1] is False

@@ -25,6 +25,7 @@ from .bookkeeping import (
     Point,
     Results,
     best_point,
+    criteria,
     crossover,
     curve,
     epoch_marks,
@@ -193,7 +194,11 @@ def write_report(exp: Experiment, results: Results) -> None:
             in_se = f"{margin / se:+.1f} standard errors" if se > 0 else "no standard error"
             lines += ["", f"- Crossover: {verdict}.",
                       f"- Best {kind} vs best AR: {margin:+.3f} bits/byte in {kind}'s favour "
-                      f"({in_se}; the diffusion number is an upper bound)."]
+                      f"({in_se}; the diffusion number is an upper bound).",
+                      "", f"Reproduction criteria ({kind} vs AR):", ""]
+            for i, (name, holds, detail) in enumerate(criteria(ar, c), 1):
+                mark = {True: "holds", False: "does not hold", None: "not measured"}[holds]
+                lines.append(f"{i}. {name}: **{mark}** ({detail})")
     (Path(exp.out) / "report.md").write_text("\n".join(lines) + "\n")
 
 
