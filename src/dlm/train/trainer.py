@@ -499,7 +499,12 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
     ``start_from``: continue another run's checkpoint under this config (see ``Trainer``)."""
     trainer = Trainer(cfg, callbacks, start_from)
     try:
-        return trainer.run()
+        result = trainer.run()
+        if trainer.dist.world_size > 1:
+            # every rank reaches the end before any tears the group down (a rank that leaves
+            # while rank 0 still writes the checkpoint can abort gloo's worker threads)
+            dist.barrier()
+        return result
     finally:
         if trainer.dist.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
