@@ -20,7 +20,13 @@ from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
 from .devices import autocast, resolve_device
-from .diffusion.likelihood import EvalResult, eval_chunks, evaluate, sequence_logprob
+from .diffusion.likelihood import (
+    EvalResult,
+    eval_chunks,
+    evaluate,
+    sequence_logprob,
+    shift_right,
+)
 from .diffusion.objectives import attention_for
 from .errors import DLMError
 from .models.formats import load_model_dir, save_model_dir
@@ -263,7 +269,7 @@ class Model:
         with autocast(self.device):
             logits = self.network(xt, attn=self.network.default_attention)
         if logit_shift(self.network, self.kind):
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            logits = shift_right(logits)
         logits[..., [self.mask_id, self.pad_id]] = -math.inf  # never "preferred"
         lp = torch.log_softmax(logits.double(), -1)  # [passes, n, V]
         gap = lp.max(-1).values - lp.gather(-1, x[None, :, None].expand(passes, -1, 1)) \

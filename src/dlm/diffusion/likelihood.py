@@ -194,6 +194,12 @@ def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mas
                       t_samples=ks, seed=seed if upper else None)
 
 
+def shift_right(logits: Tensor) -> Tensor:
+    """Logits of a shifted-logit model (AR-style, Dream) moved so slot i holds the prediction
+    for slot i, made at i - 1 (slot 0 keeps its own: nothing predicts it)."""
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
 @torch.no_grad()
 def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id: int,
                      valid: Tensor | None = None, positions: Tensor | None = None,
@@ -224,7 +230,7 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
             logits = network(inp[sl], attn=attn.with_padding(rows_valid[sl]),
                              positions=rows_pos[sl])
             if shift:
-                logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+                logits = shift_right(logits)
             lp = torch.log_softmax(logits.double(), dim=-1)
             out.append(lp.gather(-1, rows_ids[sl][..., None]).squeeze(-1))
         return torch.cat(out)

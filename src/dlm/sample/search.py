@@ -25,14 +25,18 @@ if TYPE_CHECKING:
     from .driver import DecodeState, Step
 
 
+def before_first_eos(state: DecodeState, eos_id: int) -> Tensor:
+    """[R, S] True on slots with no generated EOS before them (the EOS itself included):
+    when the text stops at EOS, what follows it is cut and does not count."""
+    ended = ((state.canvas == eos_id) & ~state.fixed).long()
+    return ended.cumsum(1) - ended == 0
+
+
 def counted_slots(state: DecodeState, commit: Tensor, eos_id: int | None) -> Tensor:
-    """Committed slots whose log-probability counts: none after an earlier EOS in the row
-    (when the text stops at EOS, what follows it is cut)."""
+    """Committed slots of the block whose log-probability counts towards the beam score."""
     if eos_id is None:
         return commit
-    start, end = state.start, state.end
-    ended = ((state.canvas == eos_id) & ~state.fixed).long()
-    return commit & (ended.cumsum(1)[:, start:end] - ended[:, start:end] == 0)
+    return commit & before_first_eos(state, eos_id)[:, state.start:state.end]
 
 
 def beam_step(state: DecodeState, step: Step, width: int, reorder: Callable[[Tensor], None],
@@ -120,8 +124,7 @@ def choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in:
     else:  # rank by the model's own estimate of log p(generated | given), up to the first EOS
         target = ~state.fixed
         if cfg.stop_at_eos:
-            ended = ((state.canvas == eos_id) & target).long()
-            target &= ended.cumsum(1) - ended == 0
+            target &= before_first_eos(state, eos_id)
         score = sequence_logprob(network, kind, state.canvas, target, mask_id=mask_id,
                                  valid=state.valid, positions=state.positions, shift=shift,
                                  t_samples=cfg.rank_t_samples, seed=cfg.seed)
