@@ -102,3 +102,29 @@ def test_ar_loss_is_next_token_cross_entropy():
     logits = net(x[:, :-1], attn=Attention.causal())
     manual = F.cross_entropy(logits.reshape(-1, 8), x[:, 1:].reshape(-1))
     torch.testing.assert_close(out.loss, manual)
+
+
+def test_ar_token_noise_masks_inputs_only():
+    net = tiny_net(vocab_size=8)
+    x = torch.randint(0, 7, (64, 33))
+    seen = []
+    original = net.forward
+
+    def spy(tokens, **kw):
+        seen.append(tokens)
+        return original(tokens, **kw)
+
+    net.forward = spy
+    g = torch.Generator().manual_seed(0)
+    loss = ARLoss(MASK, token_noise=0.25)
+    noise = loss.draw(64, 33, g)
+    out = loss(net, x, noise=noise)
+    inputs = seen[-1]
+    masked = inputs == MASK
+    assert 0.2 < masked.float().mean().item() < 0.3  # about p of the inputs
+    assert torch.equal(masked, noise["u"] < 0.25)
+    assert torch.equal(inputs[~masked], x[:, :-1][~masked])  # the rest untouched
+    logits = original(inputs, attn=Attention.causal())  # targets are the clean next tokens
+    manual = F.cross_entropy(logits.reshape(-1, 8), x[:, 1:].reshape(-1))
+    torch.testing.assert_close(out.loss, manual)
+    assert ARLoss(MASK).draw(4, 33, g) == {}  # p = 0 draws nothing: the plain loss

@@ -43,10 +43,11 @@ def test_training_reduces_held_out_loss(trained):
     assert (trained["mdlm"] / "loss.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("kind", ["mdlm", "ar"])
-def test_resume_after_a_crash_is_exact(tmp_path, small_corpus, kind):
+@pytest.mark.parametrize("kind,extra", [("mdlm", {}), ("ar", {}),
+                                        ("ar", {"ar_token_noise": 0.2})])
+def test_resume_after_a_crash_is_exact(tmp_path, small_corpus, kind, extra):
     common = dict(kind=kind, max_steps=20, ckpt_every=5, eval_every=10, log_every=5,
-                  dropout=0.1)
+                  dropout=0.1, **extra)
     train_tiny(tmp_path / "straight", small_corpus, **common)
 
     def crash_at_12(trainer, step, row):
@@ -145,6 +146,7 @@ def test_lr_schedule_shape():
 def test_bad_config_values():
     for bad in (dict(batch_size=0), dict(lr=-1.0), dict(batch_size=10, grad_accum=3),
                 dict(dropout=1.5), dict(max_minutes=0), dict(beta2=1.5),
-                dict(weight_decay=-1.0), dict(tokenizer="bpe", vocab_size=100)):
+                dict(weight_decay=-1.0), dict(tokenizer="bpe", vocab_size=100),
+                dict(kind="ar", ar_token_noise=1.0), dict(kind="mdlm", ar_token_noise=0.1)):
         with pytest.raises(DLMError):
             TrainConfig(**bad).validate()

@@ -150,23 +150,41 @@ def block_diffusion_logits(network, xt: Tensor, x0: Tensor, block_size: int) -> 
 
 
 class ARLoss:
-    """Next-token prediction: position i predicts token i+1 (T-1 predictions per row)."""
+    """Next-token prediction: position i predicts token i+1 (T-1 predictions per row).
+
+    ``token_noise`` p > 0 is AR's input-token masking regulariser: each input token is replaced
+    by the mask token with probability p while every target stays the clean next token (the
+    held-out evaluation always reads clean inputs)."""
+
+    def __init__(self, mask_id: int | None = None, token_noise: float = 0.0):
+        if token_noise and mask_id is None:
+            raise DLMError("input-token masking needs the tokenizer's mask id")
+        self.mask_id = mask_id
+        self.token_noise = token_noise
 
     def draw(self, n: int, seq_len: int, generator: torch.Generator | None) -> dict[str, Tensor]:
-        return {}  # deterministic given the batch
+        if not self.token_noise:
+            return {}  # deterministic given the batch
+        return {"u": torch.rand(n, seq_len - 1, generator=generator)}
 
     def __call__(self, network, x0: Tensor, noise: dict[str, Tensor] | None = None,
                  generator: torch.Generator | None = None, attn: Attention | None = None
                  ) -> LossOutput:
-        logits = network(x0[:, :-1], attn=attn or Attention.causal())
+        inputs = x0[:, :-1]
+        if self.token_noise:
+            u = noise["u"] if noise and "u" in noise else torch.rand(
+                inputs.shape, generator=generator)
+            inputs = inputs.masked_fill(u.to(inputs.device) < self.token_noise, self.mask_id)
+        logits = network(inputs, attn=attn or Attention.causal())
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x0[:, 1:].reshape(-1))
         return LossOutput(loss, {"nll": loss.item()})
 
 
 def objective_for(kind: str, mask_id: int, schedule: str = "linear", eps: float = 1e-3,
-                  block_size: int | None = None, clip: tuple[float, float] | None = None):
+                  block_size: int | None = None, clip: tuple[float, float] | None = None,
+                  token_noise: float = 0.0):
     if kind == "ar":
-        return ARLoss()
+        return ARLoss(mask_id, token_noise)
     if kind == "mdlm":
         return MaskedDiffusionLoss(mask_id, schedule, eps)
     if kind == "bd3lm":

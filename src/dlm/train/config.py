@@ -48,6 +48,8 @@ class TrainConfig:
     beta2: float = _f(0.99, "AdamW beta2")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 = off)")
     dropout: float = _f(0.0, "residual dropout")
+    ar_token_noise: float = _f(0.0, "ar: replace this share of input tokens with the mask "
+                               "token while training (a regulariser; targets stay clean)")
     schedule: str = _f("linear", "masking schedule alpha(t) for mdlm/bd3lm: linear | cosine")
     block_size: int | None = _f(None, "bd3lm: tokens per block, must divide the context "
                                 "(default 8)")
@@ -134,6 +136,10 @@ class TrainConfig:
             raise DLMError(f"--lr must be > 0 (got {self.lr})")
         if not 0 <= self.dropout < 1:
             raise DLMError(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 <= self.ar_token_noise < 1:
+            raise DLMError(f"--ar-token-noise must be in [0, 1) (got {self.ar_token_noise})")
+        if self.ar_token_noise and self.kind != "ar":
+            raise DLMError("--ar-token-noise is for --kind ar only")
         if self.batch_size % self.grad_accum:
             raise DLMError(f"--batch-size {self.batch_size} is not divisible by "
                            f"--grad-accum {self.grad_accum}")

@@ -141,7 +141,8 @@ class Trainer:
         self.network.default_attention = self.attn
         clip = (cfg.t_low, cfg.t_high) if cfg.t_low is not None else None
         self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule,
-                                       block_size=cfg.block_size, clip=clip)
+                                       block_size=cfg.block_size, clip=clip,
+                                       token_noise=cfg.ar_token_noise)
         self.optimizer = self._optimizer()
         self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
         self.rows: list[dict] = []
@@ -513,7 +514,7 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
 def objective_config(cfg: TrainConfig) -> dict:
     """What a checkpoint records about its objective (the sampler needs the block size)."""
     if cfg.kind == "ar":
-        return {}
+        return {"token_noise": cfg.ar_token_noise} if cfg.ar_token_noise else {}
     out = {"schedule": cfg.schedule}
     if cfg.kind == "bd3lm":
         out["block_size"] = cfg.block_size
