@@ -131,27 +131,99 @@ def test_wsd_schedule_shares_its_prefix():
 
 
 def test_data_constrained_end_to_end_and_resume(tmp_path, small_corpus):
-    """Two kinds x two learning rates on 16 sequences for 4 epochs: every arm gets annealed
-    points at each mark, the report and plot are written, and a second run redoes nothing."""
-    from dlm.experiments.data_constrained import Experiment, run
+    """Tuning (AR, AR with input masking, MDLM) on the small tier, then the winners on two tiers
+    x two seeds: every run gets annealed points at each mark, the best mark of each diffusion
+    run a final re-estimate, the report and plot are written, and a second call redoes
+    nothing."""
+    from dlm.experiments.data_constrained import Experiment, run, split_arm, winners
 
-    exp = Experiment(out=str(tmp_path / "dc"), data=str(small_corpus), unique_tokens=16 * 64,
-                     epochs=4, marks=3, first_mark=1, d_model=32, n_layers=2, n_heads=4, seq_len=64,
-                     batch_size=8, jobs=2, eval_tokens=256, eval_t_samples=1)
+    exp = Experiment(out=str(tmp_path / "dc"), data=str(small_corpus),
+                     unique_tokens=(32 * 64, 16 * 64), epochs=4, marks=3, first_mark=1,
+                     d_model=32, n_layers=2, n_heads=4, seq_len=64, batch_size=8, jobs=2,
+                     eval_tokens=256, eval_t_samples=1, final_t_samples=3, seeds=2,
+                     lrs=(3e-3,), token_noise=(0.2,))
+    assert exp.tiers == (1024, 2048)
+    assert [c["cell"] for c in exp.cells()] == ["ar/lr=0.003,wd=0.1,do=0",
+                                               "ar/lr=0.003,wd=0.1,do=0,noise=0.2",
+                                               "mdlm/lr=0.003,wd=0.1"]
     log = []
     results = run(exp, progress=log.append)
     pts = results.points()
-    assert {p.run for p in pts} == {a["name"] for a in exp.arms()} and len(exp.arms()) == 4
-    for a in exp.arms():
-        c = curve(pts, a["name"])
-        assert [p.epoch for p in c] == [1.0, 2.0, 4.0]  # marks 1, 2, 4 epochs of 2 steps
-        assert all(math.isfinite(p.val_bpb) and p.flops > 0 for p in c)
+    won = winners(exp, pts)
+    assert set(won) == {"ar", "mdlm"} and won["mdlm"] == "mdlm/lr=0.003,wd=0.1"
+    names = {a["name"] for a in exp.arms(won)}
+    assert len(names) == 3 + 2 * 2 * 2 - 2  # tuning + winners x tiers x seeds, shared ones once
+    assert {p.run for p in pts} == names
+    for name in names:
+        tier, cell, seed = split_arm(name)
+        c = curve(pts, name)
+        steps_per_epoch = tier // 64 // 8
+        assert [p.epoch for p in c] == [1.0, 2.0, 4.0]  # marks at 1, 2, 4 epochs
+        assert [p.tokens for p in c] == [e * steps_per_epoch * 8 * 64 for e in (1, 2, 4)]
+        assert all(math.isfinite(p.val_bpb) and p.flops > 0 and p.tier == tier for p in c)
+        finals = [p for p in c if math.isfinite(p.final_bpb)]
+        assert finals == [best_point(c)]  # exactly the best mark is re-estimated
+        if c[0].kind == "ar":
+            assert finals[0].final_bpb == finals[0].val_bpb  # exact: nothing to re-estimate
+        else:
+            assert finals[0].final_se > 0
     report = (tmp_path / "dc" / "report.md").read_text()
-    assert "| ar |" in report and "| mdlm |" in report and "Crossover" in report
+    assert "| 1,024 | ar |" in report and "| 2,048 | mdlm |" in report
+    assert "4. (mdlm) the crossover epoch grows" in report and "Partial" not in report
+    assert "(chosen)" in report
     assert (tmp_path / "dc" / "curves.png").stat().st_size > 1000
     log2 = []
     run(exp, progress=log2.append)
-    assert log2[0].startswith("4 arms done, 0 to run")
+    assert log2[0].startswith("tuning: 3 of 3 arms done")
+    assert log2[1].endswith("0 arms to run")
+
+
+def test_an_interrupted_annealed_run_continues_exactly(tmp_path, small_corpus):
+    """Killed in the middle of the stable run, the same call resumes it (and its branches)
+    and ends with the weights of an uninterrupted call."""
+    from safetensors.torch import load_file
+
+    from dlm.experiments.branches import branch_dir, train_annealed
+    from dlm.train import TrainConfig
+
+    base = dict(kind="ar", data=str(small_corpus), d_model=32, n_layers=2, n_heads=4,
+                seq_len=64, batch_size=8, eval_every=1000, ckpt_every=1000, eval_tokens=256,
+                warmup_steps=3, progress=False, threads=1, ar_token_noise=0.1)
+    train_annealed(TrainConfig(out=str(tmp_path / "straight" / "r"), **base), [6, 12])
+
+    class Crash(Exception):
+        pass
+
+    def crash(trainer, step, row):
+        if step == 9:
+            raise Crash()
+
+    cfg = TrainConfig(out=str(tmp_path / "killed" / "r"), **base)
+    with pytest.raises(Crash):
+        train_annealed(cfg, [6, 12], callbacks=[crash])
+    steps = []
+    train_annealed(cfg, [6, 12], callbacks=[lambda t, s, r: steps.append(s)])
+    assert steps[0] == 6  # resumed from the branch start saved at step 5, not from step 0
+    for where in (lambda d: d / "r", lambda d: branch_dir(d / "r", 6)):
+        a = load_file(str(where(tmp_path / "straight") / "model.safetensors"))
+        b = load_file(str(where(tmp_path / "killed") / "model.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_experiments_are_refused_before_training(tmp_path, small_corpus):
+    from dlm.experiments.data_constrained import Experiment, run
+
+    def refused(**kw):
+        with pytest.raises(DLMError) as e:
+            run(Experiment(out=str(tmp_path / "x"), data=str(small_corpus), seq_len=64,
+                           batch_size=8, **kw), progress=lambda m: None)
+        assert not (tmp_path / "x").exists()  # nothing trained, nothing written
+        return str(e.value)
+
+    assert "more than the" in refused(unique_tokens=(10**7,))
+    assert "--marks" in refused(marks=1)
+    assert "unknown kind" in refused(kinds=("ar", "gpt"))
+    assert "at least one batch" in refused(unique_tokens=(100,))
 
 
 def test_experiment_cli_rejects_unknown_kinds(capsys):
@@ -168,8 +240,33 @@ def test_reproduction_criteria_on_synthetic_curves():
     ar = synthetic("ar", marks, lambda e: 2.5 + 0.08 * (math.log(e) - math.log(8)) ** 2)
     wins = synthetic("mdlm", marks, lambda e: 2.9 - 0.25 * math.log1p(e / 8))  # ends ~2.4
     holds = [h for _, h, _ in criteria(ar, wins)]
-    assert holds == [True, True, True, None]
+    assert holds == [True, True, True]
     loses = synthetic("mdlm", marks, lambda e: 3.0 - 0.05 * math.log1p(e))  # never < 2.75
     assert [h for _, h, _ in criteria(ar, loses)][:3] == [True, True, False]
     early_dlm = synthetic("mdlm", marks, lambda e: 2.0)  # better from the start
     assert criteria(ar, early_dlm)[0][1] is False
+
+
+def test_seed_summaries_and_the_crossover_trend():
+    from dlm.experiments.bookkeeping import crossover_trend, mean_curve, summarize
+
+    marks = [1.0, 2.0, 4.0]
+    a = synthetic("ar", marks, lambda e: 3.0 - 0.1 * e)
+    b = synthetic("ar", marks, lambda e: 3.2 - 0.1 * e)
+    s = summarize([a, b])
+    assert s.values == pytest.approx([2.6, 2.8]) and s.mean == pytest.approx(2.7)
+    # seed spread (sd 0.141) and estimator error (0.01) in quadrature, over sqrt(2)
+    assert s.se == pytest.approx(math.hypot(0.2 / math.sqrt(2), 0.01) / math.sqrt(2))
+    assert summarize([a]).se == pytest.approx(0.01)  # one seed: its own error
+    a[2].final_bpb, a[2].final_se = 2.5, 0.02  # a final re-estimate replaces the tracking one
+    assert summarize([a]).mean == 2.5 and summarize([a]).se == 0.02
+    m = mean_curve([a, b[:2]])  # only shared marks
+    assert [p.epoch for p in m] == [1.0, 2.0]
+    assert [p.val_bpb for p in m] == pytest.approx([3.0, 2.9])
+    assert crossover_trend({65536: 8.0, 262144: 20.0}, 64)[0] is True
+    assert crossover_trend({65536: 20.0, 262144: 8.0}, 64)[0] is False
+    holds, detail = crossover_trend({65536: 8.0, 262144: None}, 64)
+    assert holds is True and "none by epoch 64" in detail  # later than the last mark
+    assert crossover_trend({65536: None, 262144: 8.0}, 64)[0] is False
+    assert crossover_trend({65536: 8.0}, 64)[0] is None
+    assert crossover_trend({65536: None, 262144: None}, 64)[0] is None

@@ -181,17 +181,31 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
+    """'65536,262144' -> (65536, 262144); None stays None."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(float(v)) if kind is int else kind(v)
+                       for v in text.split(",") if v.strip())
+    except ValueError:
+        raise DLMError(f"--{flag}: expected comma-separated numbers (got {text!r})") from None
+    if not values:
+        raise DLMError(f"--{flag}: give at least one value")
+    return values
+
+
 def cmd_experiment(ns: argparse.Namespace) -> int:
     from .experiments.data_constrained import Experiment, run
 
     exp = Experiment(out=ns.out, kinds=tuple(k.strip() for k in ns.kinds.split(",") if k),
-                     data=ns.data, unique_tokens=ns.unique_tokens, epochs=ns.epochs,
-                     marks=ns.marks, preset=ns.preset, seq_len=ns.seq_len,
-                     batch_size=ns.batch_size, protocol=ns.protocol, jobs=ns.jobs,
+                     data=ns.data, unique_tokens=_numbers(ns.unique_tokens, int, "unique-tokens"),
+                     epochs=ns.epochs, marks=ns.marks, preset=ns.preset, seq_len=ns.seq_len,
+                     batch_size=ns.batch_size, protocol=ns.protocol, seeds=ns.seeds,
+                     lrs=_numbers(ns.lrs, float, "lrs"),
+                     token_noise=_numbers(ns.ar_token_noise, float, "ar-token-noise"),
+                     jobs=ns.jobs, final_t_samples=ns.final_t_samples,
                      command=" ".join(["dlm", *sys.argv[1:]]))
-    for k in exp.kinds:
-        if k not in ("ar", "mdlm", "bd3lm"):
-            raise DLMError(f"--kinds: unknown kind {k!r} (ar, mdlm, bd3lm)")
     run(exp)
     print(f"{ns.out}: results.csv, curves.png, report.md")
     print((Path(ns.out) / "report.md").read_text())
@@ -291,6 +305,7 @@ EVAL_EXAMPLES = """examples:
 EXPERIMENT_EXAMPLES = """examples:
   dlm experiment data-constrained                            # quick protocol, AR vs MDLM
   dlm experiment data-constrained --kinds ar,mdlm,bd3lm --unique-tokens 262144 --epochs 128
+  dlm experiment data-constrained --unique-tokens 65536,262144 --seeds 2 --lrs 1e-3
   dlm experiment data-constrained --protocol full --out runs/dc-full    # hours on a CPU
 an interrupted experiment continues where it stopped: run the same command again
 """
@@ -381,15 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/data-constrained", help="experiment folder")
     p.add_argument("--kinds", default="ar,mdlm", help="comma-separated: ar, mdlm, bd3lm")
     p.add_argument("--data", default="shakespeare", help="corpus or path")
-    p.add_argument("--unique-tokens", type=int, default=65536, help="unique training tokens")
+    p.add_argument("--unique-tokens", default=None, help="comma-separated unique-data tiers "
+                   "(default: quick 65536; full 65536,262144,1048576)")
     p.add_argument("--epochs", type=float, default=64.0, help="passes over them")
     p.add_argument("--marks", type=int, default=12, help="annealed evaluations per arm")
     p.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"))
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--protocol", default="quick", choices=("quick", "full"),
-                   help="quick: lr {1e-3, 3e-3}, one seed; full: + weight decay "
-                   "{0.1, 0.5, 1} x AR dropout {0, 0.1}, two seeds")
+                   help="quick: lr {1e-3, 3e-3}, AR plain or with 15%% input masking, one "
+                   "tier, one seed; full: lr {1e-3, 3e-3} x weight decay {0.1, 0.5, 1} x AR "
+                   "dropout {0, 0.1}, AR masking {10%%, 30%%}, three tiers, two seeds")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per chosen cell")
+    p.add_argument("--lrs", default=None, help="comma-separated learning rates to tune over")
+    p.add_argument("--ar-token-noise", default=None,
+                   help="comma-separated AR input-masking rates to tune over (0 = none)")
+    p.add_argument("--final-t-samples", type=int, default=128,
+                   help="mask draws per chunk for each diffusion run's final number")
     p.add_argument("--jobs", type=int, default=2, help="arms trained at once (1 thread each)")
     p.set_defaults(func=cmd_experiment)
 

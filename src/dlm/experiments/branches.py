@@ -37,12 +37,15 @@ def start_dir(root: Path, mark: int) -> Path:
 
 
 def train_annealed(cfg: TrainConfig, mark_steps: list[int],
-                   on_mark: Callable[[int, EvalResult, Path], None] | None = None
-                   ) -> list[tuple[int, EvalResult]]:
+                   on_mark: Callable[[int, EvalResult, Path], None] | None = None,
+                   callbacks: list[Callable] | None = None) -> list[tuple[int, EvalResult]]:
     """Held-out results of runs annealed to end at each of ``mark_steps``: the last is the
-    stable run itself (planned for the last mark), the others branch from it."""
+    stable run itself (planned for the last mark), the others branch from it. ``callbacks``
+    are the trainer's per-step callbacks, for the stable run and every branch."""
+    callbacks = list(callbacks or [])
     marks = sorted(set(mark_steps))
-    cfg = replace(cfg, lr_schedule="wsd", max_steps=marks[-1])
+    # resume=True: an interrupted call continues each run from its last checkpoint
+    cfg = replace(cfg, lr_schedule="wsd", max_steps=marks[-1], resume=True)
     root = Path(cfg.run_dir)
     starts = {branch_point(m, cfg.decay_frac): m for m in marks[:-1]}
 
@@ -52,14 +55,14 @@ def train_annealed(cfg: TrainConfig, mark_steps: list[int],
             trainer.save_checkpoint()
             shutil.copytree(root, start_dir(root, mark), dirs_exist_ok=True)
 
-    final = train(cfg, [save_branch_start])
+    final = train(cfg, [save_branch_start, *callbacks])
     results = []
     for start, mark in sorted(starts.items()):
         out = branch_dir(root, mark)
         if has_checkpoint(out):  # an interrupted branch continues
-            r = train(replace(cfg, out=str(out), max_steps=mark, resume=True))
+            r = train(replace(cfg, out=str(out), max_steps=mark), callbacks)
         else:  # a branch from step 0 is simply a fresh run
-            r = train(replace(cfg, out=str(out), max_steps=mark),
+            r = train(replace(cfg, out=str(out), max_steps=mark), callbacks,
                       start_from=start_dir(root, mark) if start > 0 else None)
         results.append((mark, r))
         if on_mark:

@@ -1,11 +1,17 @@
 """``dlm experiment data-constrained``: AR vs masked (and block) diffusion on the same repeated
-data, each arm annealed at every evaluated epoch count (``branches.train_annealed``).
+data, each run annealed at every evaluated epoch count (``branches.train_annealed``).
 
-Every arm (kind x learning rate x weight decay x dropout x seed) trains the same backbone on the
-same ``unique_tokens`` for ``epochs`` passes; held-out bits/byte are measured on the same bytes
-at log-spaced epoch marks. Each kind is reported at its best arm (by best held-out value), so no
-side gets a handicapped baseline. Arms run in parallel processes (one thread each); a finished
-arm is never redone, an interrupted one continues from its checkpoints.
+Every run trains the same backbone on the same unique tokens for ``epochs`` passes; held-out
+bits/byte are measured on the same bytes at log-spaced epoch marks. Two stages:
+
+1. tuning: every cell of the grid (kind x learning rate x weight decay; AR also x dropout, and
+   AR with input-token masking) on the smallest unique-data tier with seed 0;
+2. each kind's best cell (by its best held-out value) on every tier with every seed.
+
+So no side gets a handicapped baseline, and the spread over seeds is shown. Runs go in parallel
+processes (one thread each); a finished run is never redone, an interrupted one continues from
+its checkpoints. Diffusion numbers are tracked with a few mask draws per chunk and re-estimated
+with ``final_t_samples`` fresh draws at each run's best mark.
 
 Outputs in ``--out``: results.csv, curves.png, report.md.
 """
@@ -14,11 +20,12 @@ from __future__ import annotations
 
 import itertools
 import platform
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from ..diffusion.objectives import KINDS
 from ..errors import DLMError
 from ..version import __version__
 from .bookkeeping import (
@@ -27,18 +34,45 @@ from .bookkeeping import (
     best_point,
     criteria,
     crossover,
+    crossover_trend,
     curve,
     epoch_marks,
     mark_steps,
+    mean_curve,
     stops_improving,
+    summarize,
 )
 
+CRITERION_4 = "the crossover epoch grows with the unique-data budget"
+
 PROTOCOLS = {
-    # per kind: the grid each arm is drawn from (lr, weight decay, dropout)
-    "quick": {"lr": (1e-3, 3e-3), "weight_decay": (0.1,), "dropout": (0.0,), "seeds": 1},
-    "full": {"lr": (1e-3, 3e-3), "weight_decay": (0.1, 0.5, 1.0), "dropout": (0.0, 0.1),
+    # tiers: unique training tokens; the grid (lr x weight decay, AR also x dropout, plus AR
+    # with input-token masking) is tuned on the smallest tier with seed 0, then each kind's
+    # best cell runs on every tier with every seed
+    "quick": {"tiers": (65536,), "lr": (1e-3, 3e-3), "weight_decay": (0.1,), "dropout": (0.0,),
+              "token_noise": (0.15,), "seeds": 1},
+    "full": {"tiers": (65536, 262144, 1048576), "lr": (1e-3, 3e-3),
+             "weight_decay": (0.1, 0.5, 1.0), "dropout": (0.0, 0.1), "token_noise": (0.1, 0.3),
              "seeds": 2},
 }
+
+
+def cell_name(kind: str, lr: float, wd: float, dropout: float = 0.0, noise: float = 0.0) -> str:
+    name = f"{kind}/lr={lr:g},wd={wd:g}"
+    if kind == "ar":
+        name += f",do={dropout:g}" + (f",noise={noise:g}" if noise else "")
+    return name
+
+
+def arm_name(tier: int, cell: str, seed: int) -> str:
+    return f"u{tier}/{cell}/seed{seed}"
+
+
+def split_arm(name: str) -> tuple[int, str, int]:
+    """arm name -> (tier, cell, seed)."""
+    tier, rest = name.split("/", 1)
+    cell, seed = rest.rsplit("/", 1)
+    return int(tier[1:]), cell, int(seed[4:])
 
 
 @dataclass
@@ -46,7 +80,7 @@ class Experiment:
     out: str = "runs/data-constrained"
     kinds: tuple[str, ...] = ("ar", "mdlm")
     data: str = "shakespeare"
-    unique_tokens: int = 65536
+    unique_tokens: tuple[int, ...] | None = None  # the tiers (default: the protocol's)
     epochs: float = 64.0
     marks: int = 12
     first_mark: float | None = None  # epochs at the first mark (default: epochs / 128, <= 1)
@@ -58,57 +92,118 @@ class Experiment:
     batch_size: int = 32
     block_size: int = 8
     protocol: str = "quick"
+    seeds: int | None = None  # default: the protocol's
+    lrs: tuple[float, ...] | None = None  # default: the protocol's
+    token_noise: tuple[float, ...] | None = None  # AR input masking cells (default: protocol's)
     jobs: int = 2
     eval_tokens: int = 16384
-    eval_t_samples: int = 4
+    eval_t_samples: int = 4  # mask draws per chunk while tracking
+    final_t_samples: int = 128  # ... for the final number at each run's best mark
     extra: dict = field(default_factory=dict)  # more TrainConfig fields for every arm
     command: str | None = None  # how it was started (the CLI line), for the report
 
-    def arms(self) -> list[dict]:
+    @property
+    def tiers(self) -> tuple[int, ...]:
+        return tuple(sorted(self.unique_tokens or PROTOCOLS[self.protocol]["tiers"]))
+
+    @property
+    def n_seeds(self) -> int:
+        return self.seeds or PROTOCOLS[self.protocol]["seeds"]
+
+    def cells(self) -> list[dict]:
+        """The grid each kind is tuned over."""
         grid = PROTOCOLS[self.protocol]
+        lrs = self.lrs or grid["lr"]
+        noises = grid["token_noise"] if self.token_noise is None else self.token_noise
         out = []
         for kind in self.kinds:
-            for lr, wd, do, seed in itertools.product(grid["lr"], grid["weight_decay"],
-                                                      grid["dropout"], range(grid["seeds"])):
-                if kind != "ar" and do > 0:
-                    continue  # dropout is AR's regulariser in the protocol
-                name = f"{kind}/lr={lr:g},wd={wd:g},do={do:g},seed={seed}"
-                out.append({"name": name, "kind": kind, "lr": lr, "weight_decay": wd,
-                            "dropout": do, "seed": seed})
+            combos = [(lr, wd, do, 0.0) for lr, wd, do in itertools.product(
+                lrs, grid["weight_decay"], grid["dropout"] if kind == "ar" else (0.0,))]
+            if kind == "ar":  # input-token masking at the base weight decay, no dropout
+                combos += [(lr, grid["weight_decay"][0], 0.0, p)
+                           for lr, p in itertools.product(lrs, noises) if p]
+            out += [{"cell": cell_name(kind, *c), "kind": kind, "lr": c[0],
+                     "weight_decay": c[1], "dropout": c[2], "ar_token_noise": c[3]}
+                    for c in combos]
         return out
+
+    def tuning_arms(self) -> list[dict]:
+        """Stage 1: every cell on the smallest tier, seed 0."""
+        return [self._arm(c, self.tiers[0], 0) for c in self.cells()]
+
+    def final_arms(self, winners: dict[str, str]) -> list[dict]:
+        """Stage 2: each kind's winning cell on every tier with every seed (seed-major, so a
+        partial run has every tier at seed 0 first)."""
+        cells = {c["cell"]: c for c in self.cells()}
+        return [self._arm(cells[winners[k]], tier, seed) for seed in range(self.n_seeds)
+                for tier in self.tiers for k in self.kinds if k in winners]
+
+    def arms(self, winners: dict[str, str] | None = None) -> list[dict]:
+        """Every arm of the experiment (the tuning arms alone until the winners are known)."""
+        arms = {a["name"]: a for a in self.tuning_arms()}
+        if winners:
+            arms.update({a["name"]: a for a in self.final_arms(winners)})
+        return list(arms.values())
+
+    def _arm(self, cell: dict, tier: int, seed: int) -> dict:
+        return {**cell, "name": arm_name(tier, cell["cell"], seed), "tier": tier, "seed": seed}
 
     def validate(self) -> Experiment:
         if self.protocol not in PROTOCOLS:
             raise DLMError(f"unknown protocol {self.protocol!r}; choose quick or full")
-        if self.unique_tokens < self.seq_len * self.batch_size:
+        for k in self.kinds:
+            if k not in KINDS:
+                raise DLMError(f"--kinds: unknown kind {k!r} ({', '.join(KINDS)})")
+        if not self.kinds:
+            raise DLMError("--kinds: name at least one kind")
+        if min(self.tiers) < self.seq_len * self.batch_size:
             raise DLMError(f"--unique-tokens must hold at least one batch "
                            f"({self.seq_len * self.batch_size} tokens)")
         if self.epochs <= 0 or self.marks < 2:
             raise DLMError("need --epochs > 0 and --marks >= 2")
+        if self.n_seeds < 1 or self.jobs < 1 or self.final_t_samples < 1:
+            raise DLMError("need --seeds >= 1, --jobs >= 1 and --final-t-samples >= 1")
+        if any(not 0 <= p < 1 for p in self.token_noise or ()):
+            raise DLMError("--ar-token-noise values must lie in [0, 1)")
         return self
 
+    def check_data(self) -> None:
+        """Refuse a tier larger than the corpus's training split, before anything trains."""
+        from ..data.corpora import load_corpus
+        from ..data.tokenizer import byte_tokenizer
 
-def _run_arm(exp: Experiment, arm: dict) -> list[Point]:
-    """Train one arm with an annealed branch per epoch mark; its points (in a worker)."""
+        if self.extra.get("tokenizer", "byte") != "byte":
+            return  # counted by the loader at training time
+        corpus = load_corpus(self.data, self.extra.get("text_field", "text"))
+        available = sum(len(t) + 1 for t in byte_tokenizer().encode_batch(corpus.train))
+        if max(self.tiers) > available:
+            raise DLMError(f"--unique-tokens {max(self.tiers):,} is more than the "
+                           f"{available:,} training tokens of {self.data!r}")
+
+
+def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
+    """Train one arm with an annealed branch per epoch mark, then re-evaluate its best mark
+    with ``final_t_samples`` mask draws; its points (in a worker)."""
     import torch
 
     from ..train import TrainConfig
     from .branches import train_annealed
 
     torch.set_num_threads(1)
-    num_sequences = exp.unique_tokens // exp.seq_len
+    num_sequences = arm["tier"] // exp.seq_len
     steps = mark_steps(epoch_marks(exp.epochs, exp.marks, exp.first_mark), num_sequences,
                        exp.batch_size)
     cfg = TrainConfig(
         kind=arm["kind"], preset=exp.preset, d_model=exp.d_model, n_layers=exp.n_layers,
         n_heads=exp.n_heads, data=exp.data, seq_len=exp.seq_len, batch_size=exp.batch_size,
-        unique_tokens=exp.unique_tokens, lr=arm["lr"], weight_decay=arm["weight_decay"],
-        dropout=arm["dropout"], seed=arm["seed"], out=str(Path(exp.out) / "runs" / arm["name"]),
+        unique_tokens=arm["tier"], lr=arm["lr"], weight_decay=arm["weight_decay"],
+        dropout=arm["dropout"], ar_token_noise=arm["ar_token_noise"], seed=arm["seed"],
+        out=str(Path(exp.out) / "runs" / arm["name"]),
         warmup_steps=min(100, max(1, steps[0] // 2)), eval_every=10**9, ckpt_every=10**9,
         eval_tokens=exp.eval_tokens, eval_t_samples=exp.eval_t_samples, threads=1,
         progress=False, block_size=exp.block_size if arm["kind"] == "bd3lm" else None,
         **exp.extra)
-    points = []
+    points, paths = [], {}
 
     def record(mark: int, result, path: Path) -> None:
         import json
@@ -122,105 +217,217 @@ def _run_arm(exp: Experiment, arm: dict) -> list[Point]:
         points.append(Point(arm["name"], arm["kind"], arm["seed"],
                             round(mark * exp.batch_size / num_sequences, 4), tokens,
                             float(per_token * tokens), float(state["elapsed_s"]),
-                            result.bits_per_byte, result.se_bits_per_byte))
+                            result.bits_per_byte, result.se_bits_per_byte, arm["tier"]))
+        paths[points[-1].epoch] = path
 
-    train_annealed(cfg, steps, on_mark=record)
+    def report_step(trainer, step, row) -> None:
+        if queue is not None and step % 10 == 0:
+            queue.put((arm["name"], 10))
+
+    train_annealed(cfg, steps, on_mark=record, callbacks=[report_step])
+    best = best_point(points)
+    if arm["kind"] == "ar":  # exact: nothing to re-estimate
+        best.final_bpb, best.final_se = best.val_bpb, best.val_se
+    else:  # fresh draws (seed 1): the number reported is not the one the best was chosen by
+        from ..pipeline import load
+
+        r = load(paths[best.epoch], device="cpu").evaluate(t_samples=exp.final_t_samples,
+                                                             seed=1)
+        best.final_bpb, best.final_se = r.bits_per_byte, r.se_bits_per_byte
     return points
 
 
-def run(exp: Experiment, progress=print) -> Results:
-    """Run every arm not finished yet, then write curves.png and report.md."""
-    exp.validate()
-    results = Results(exp.out)
-    todo = [a for a in exp.arms() if a["name"] not in results.finished()]
-    progress(f"{len(exp.arms()) - len(todo)} arms done, {len(todo)} to run "
-             f"({exp.jobs} at a time)")
+def arm_steps(exp: Experiment, arm: dict) -> int:
+    """Optimizer steps one arm takes: the stable run plus each annealed branch."""
+    from .branches import branch_point
+
+    steps = mark_steps(epoch_marks(exp.epochs, exp.marks, exp.first_mark),
+                       arm["tier"] // exp.seq_len, exp.batch_size)
+    decay = exp.extra.get("decay_frac", 0.2)
+    return steps[-1] + sum(m - branch_point(m, decay) for m in steps[:-1])
+
+
+def _execute(exp: Experiment, arms: list[dict], results: Results, progress) -> None:
+    """Train ``arms`` (``jobs`` at a time, one thread each), recording each as it finishes."""
+    if not arms:
+        return
+    from ..train.progress import ExperimentProgress
+
     ctx = get_context("spawn")  # fresh interpreters: no shared torch threads or state
-    with ProcessPoolExecutor(max_workers=max(1, exp.jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_run_arm, exp, arm): arm for arm in todo}
-        for fut in futures:
-            arm = futures[fut]
-            points = fut.result()
-            results.start(arm["name"])
-            for p in points:
-                results.add(p)
-            results.finish(arm["name"])
-            best = best_point(points)
-            progress(f"finished {arm['name']}: best {best.val_bpb:.3f} bits/byte at epoch "
-                     f"{best.epoch:g}")
+    with ctx.Manager() as manager, ExperimentProgress(
+            {a["name"]: arm_steps(exp, a) for a in arms}) as bars:
+        queue = manager.Queue()
+        with ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
+            pending = {pool.submit(_run_arm, exp, arm, queue): arm for arm in arms}
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    bars.advance(*queue.get())
+                for fut in done:
+                    arm = pending.pop(fut)
+                    points = fut.result()
+                    results.start(arm["name"])
+                    for p in points:
+                        results.add(p)
+                    results.finish(arm["name"])
+                    bars.finish(arm["name"])
+                    value, se = best_point(points).best_value
+                    progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte "
+                             f"at epoch {best_point(points).epoch:g}")
+
+
+def winners(exp: Experiment, points: list[Point]) -> dict[str, str]:
+    """Each kind's best cell on the tuning tier (seed 0), by its final best value."""
+    best: dict[str, tuple[float, str]] = {}
+    for run_name in sorted({p.run for p in points}):
+        tier, cell, seed = split_arm(run_name)
+        if tier != exp.tiers[0] or seed != 0 or cell not in {c["cell"] for c in exp.cells()}:
+            continue
+        value = best_point(curve(points, run_name)).best_value[0]
+        kind = cell.split("/", 1)[0]
+        if kind not in best or value < best[kind][0]:
+            best[kind] = (value, cell)
+    return {k: cell for k, (_, cell) in best.items()}
+
+
+def run(exp: Experiment, progress=print) -> Results:
+    """Tune every cell on the smallest tier, run each kind's winner on every tier and seed
+    (finished arms are never redone), then write curves.png and report.md."""
+    exp.validate()
+    exp.check_data()
+    results = Results(exp.out)
+    done = results.finished()
+    tuning = [a for a in exp.tuning_arms() if a["name"] not in done]
+    progress(f"tuning: {len(exp.tuning_arms()) - len(tuning)} of {len(exp.tuning_arms())} "
+             f"arms done ({exp.jobs} at a time)")
+    _execute(exp, tuning, results, progress)
+    won = winners(exp, results.points())
+    final = [a for a in exp.final_arms(won) if a["name"] not in results.finished()]
+    progress(f"seeds and tiers with the winners ({', '.join(won.values())}): "
+             f"{len(final)} arms to run")
+    _execute(exp, final, results, progress)
     write_report(exp, results)
     return results
 
 
-def best_arms(points: list[Point]) -> dict[str, list[Point]]:
-    """Per kind, the curve of the arm whose best held-out value is lowest."""
-    by_kind: dict[str, list[Point]] = {}
-    for run_name in sorted({p.run for p in points}):
-        c = curve(points, run_name)
-        kind = c[0].kind
-        if kind not in by_kind or best_point(c).val_bpb < best_point(by_kind[kind]).val_bpb:
-            by_kind[kind] = c
-    return by_kind
+def seed_curves(points: list[Point], tier: int, cell: str) -> list[list[Point]]:
+    """One curve per finished seed of ``cell`` on ``tier``."""
+    runs = sorted({p.run for p in points if split_arm(p.run)[:2] == (tier, cell)})
+    return [curve(points, r) for r in runs]
+
+
+def _fmt(v: float, se: float, kind: str) -> str:
+    return f"{'' if kind == 'ar' else '≤ '}{v:.3f} ± {se:.3f}"
 
 
 def write_report(exp: Experiment, results: Results) -> None:
     points = results.points()
     if not points:
         return
-    curves = best_arms(points)
-    _plot(curves, Path(exp.out) / "curves.png")
+    won = winners(exp, points)
+    by_tier: dict[int, dict[str, list[list[Point]]]] = {}
+    for tier in exp.tiers:
+        for kind, cell in won.items():
+            curves = seed_curves(points, tier, cell)
+            if curves:
+                by_tier.setdefault(tier, {})[kind] = curves
+    _plot(by_tier, Path(exp.out) / "curves.png")
+    missing = [a["name"] for a in exp.arms(won) if a["name"] not in results.finished()]
     lines = ["# Data-constrained experiment", "",
              f"Command: `{exp.command or exp}`  ",
-             f"dlm {__version__}, Python {platform.python_version()}; protocol "
-             f"{exp.protocol}, unique tokens {exp.unique_tokens:,}, {exp.epochs:g} epochs, "
-             f"{exp.marks} annealed marks per arm.", "",
-             "| kind | best arm | best held-out bits/byte | at epoch | stops improving at |",
-             "|---|---|---:|---:|---:|"]
-    for kind, c in curves.items():
-        b = best_point(c)
-        bound = "" if kind == "ar" else "≤ "
-        lines.append(f"| {kind} | {b.run.split('/', 1)[1]} | {bound}{b.val_bpb:.3f} ± "
-                     f"{b.val_se:.3f} | {b.epoch:g} | {stops_improving(c):g} |")
-    if "ar" in curves:
-        ar = curves["ar"]
-        for kind, c in curves.items():
-            if kind == "ar":
-                continue
-            x = crossover(ar, c)
-            verdict = (f"{kind} stays below AR from epoch {x:g} on" if x is not None else
-                       f"{kind} does not overtake AR at any later mark")
-            margin = best_point(ar).val_bpb - best_point(c).val_bpb
-            se = (best_point(ar).val_se ** 2 + best_point(c).val_se ** 2) ** 0.5
-            in_se = f"{margin / se:+.1f} standard errors" if se > 0 else "no standard error"
-            lines += ["", f"- Crossover: {verdict}.",
-                      f"- Best {kind} vs best AR: {margin:+.3f} bits/byte in {kind}'s favour "
-                      f"({in_se}; the diffusion number is an upper bound).",
-                      "", f"Reproduction criteria ({kind} vs AR):", ""]
-            for i, (name, holds, detail) in enumerate(criteria(ar, c), 1):
-                mark = {True: "holds", False: "does not hold", None: "not measured"}[holds]
-                lines.append(f"{i}. {name}: **{mark}** ({detail})")
-    (Path(exp.out) / "report.md").write_text("\n".join(lines) + "\n")
+             f"dlm {__version__}, Python {platform.python_version()}; protocol {exp.protocol}; "
+             f"unique-data tiers {', '.join(f'{t:,}' for t in exp.tiers)} tokens; "
+             f"{exp.epochs:g} epochs; {exp.marks} annealed marks per run; {exp.n_seeds} "
+             f"seed(s); diffusion bounds with K = {exp.eval_t_samples} mask draws per chunk "
+             f"while tracking, K = {exp.final_t_samples} (fresh draws) at each run's best mark.",
+             ""]
+    if missing:
+        lines += [f"**Partial:** {len(missing)} planned run(s) not finished yet: "
+                  f"{', '.join(missing)}. Run the same command again to finish them.", ""]
+    lines += [f"## Tuning: every cell on {exp.tiers[0]:,} unique tokens, seed 0", "",
+              "| cell | best held-out bits/byte | at epoch | at the last mark |",
+              "|---|---:|---:|---:|"]
+    for c in exp.cells():
+        curves = seed_curves(points, exp.tiers[0], c["cell"])
+        run0 = [cv for cv in curves if cv[0].seed == 0]
+        if not run0:
+            continue
+        b = best_point(run0[0])
+        win = " (chosen)" if won.get(c["kind"]) == c["cell"] else ""
+        lines.append(f"| {c['cell']}{win} | {_fmt(*b.best_value, c['kind'])} | {b.epoch:g} | "
+                     f"{run0[0][-1].val_bpb:.3f} |")
+    lines += ["", "## Each kind's chosen cell on every tier", "",
+              "| unique tokens | kind | best held-out bits/byte (mean ± s.e. over seeds) | "
+              "per seed | best epoch (seed mean) | crossover with AR |",
+              "|---:|---|---:|---|---:|---|"]
+    cross: dict[str, dict[int, float | None]] = {}
+    verdicts = []
+    for tier, kinds in by_tier.items():
+        means = {k: mean_curve(c) for k, c in kinds.items()}
+        sums = {k: summarize(c) for k, c in kinds.items()}
+        for kind, m in means.items():
+            x = "—"
+            if kind != "ar" and "ar" in means:
+                xe = crossover(means["ar"], m)
+                cross.setdefault(kind, {})[tier] = xe
+                x = f"below AR from epoch {xe:g} on" if xe is not None else "never stays below"
+                crit = criteria(means["ar"], m, sums["ar"], sums[kind])
+                verdicts.append((tier, kind, crit))
+            s_ = sums[kind]
+            lines.append(f"| {tier:,} | {kind} | {_fmt(s_.mean, s_.se, kind)} | {s_.spread} | "
+                         f"{stops_improving(m):g} | {x} |")
+    if verdicts:
+        lines += ["", "## Reproduction criteria", "",
+                  "Read off the seed-mean curves (criteria 1, 2) and the seeds' best values "
+                  "(criterion 3; the diffusion number is an upper bound, so a 'holds' is "
+                  "conservative).", ""]
+        for tier, kind, crit in verdicts:
+            lines.append(f"{kind} vs AR on {tier:,} unique tokens:")
+            lines.append("")
+            for i, (name, holds, detail) in enumerate(crit, 1):
+                lines.append(f"{i}. {name}: **{_verdict(holds)}** ({detail})")
+            lines.append("")
+        for kind, xs in cross.items():
+            holds, detail = crossover_trend(xs, exp.epochs)
+            lines.append(f"4. ({kind}) {CRITERION_4}: **{_verdict(holds)}** ({detail})")
+    (Path(exp.out) / "report.md").write_text("\n".join(lines).rstrip() + "\n")
 
 
-def _plot(curves: dict[str, list[Point]], path: Path) -> None:
+def _verdict(holds: bool | None) -> str:
+    return {True: "holds", False: "does not hold", None: "not measured"}[holds]
+
+
+def _plot(by_tier: dict[int, dict[str, list[list[Point]]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for kind, c in curves.items():
-        for ax, x in zip(axes, ("epoch", "flops")):
-            xs = [getattr(p, x) for p in c]
-            line, = ax.plot(xs, [p.val_bpb for p in c], marker="o", ms=3, label=kind)
-            b = best_point(c)
-            ax.plot([getattr(b, x)], [b.val_bpb], marker="*", ms=12, color=line.get_color())
+    colours = {"ar": "tab:blue", "mdlm": "tab:orange", "bd3lm": "tab:green"}
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (tier, kinds) in enumerate(sorted(by_tier.items())):
+        for kind, curves in kinds.items():
+            m = mean_curve(curves)
+            label = f"{kind}, {tier / 1024:g} K unique" + (f" ({len(curves)} seeds)"
+                                                           if len(curves) > 1 else "")
+            for ax, x in zip(axes, ("epoch", "flops")):
+                xs = [getattr(p, x) for p in m]
+                ax.plot(xs, [p.val_bpb for p in m], styles[i % 4], marker="o", ms=3,
+                        color=colours.get(kind), label=label)
+                if len(curves) > 1:  # the seeds' range
+                    at = [[p.val_bpb for c in curves for p in c if p.epoch == q.epoch]
+                          for q in m]
+                    ax.fill_between(xs, [min(a) for a in at], [max(a) for a in at],
+                                    color=colours.get(kind), alpha=0.15, lw=0)
+                b = best_point(m)
+                ax.plot([getattr(b, x)], [b.val_bpb], marker="*", ms=12, color=colours.get(kind))
     for ax, label in zip(axes, ("epochs over the unique data", "training FLOPs")):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("held-out bits/byte (diffusion: bound)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -68,3 +68,43 @@ class TrainProgress:
     def done(self, last_eval) -> None:
         if self.enabled and last_eval is not None:
             print(f"[{self.title}] held-out {last_eval.describe()}", file=sys.stderr, flush=True)
+
+
+class ExperimentProgress:
+    """Bars for a multi-run experiment: one overall bar (steps of every run, with rate and
+    ETA) and one per run in flight. Off a terminal it stays silent; the caller logs each
+    finished run instead."""
+
+    def __init__(self, totals: dict[str, int]):
+        self.console = Console(stderr=True)
+        self.totals = totals
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+            disable=not self.console.is_terminal)
+        self.overall = self.progress.add_task(f"{len(totals)} runs", total=sum(totals.values()))
+        self.tasks: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def advance(self, run: str, steps: int) -> None:
+        if run not in self.tasks:
+            self.tasks[run] = self.progress.add_task(run, total=self.totals.get(run))
+        steps = max(0, min(steps, self.totals.get(run, 0) - self.done.get(run, 0)))
+        self.done[run] = self.done.get(run, 0) + steps
+        self.progress.advance(self.tasks[run], steps)
+        self.progress.advance(self.overall, steps)
+
+    def finish(self, run: str) -> None:
+        """A run is done (a resumed one may have reported fewer steps than planned)."""
+        task = self.tasks.pop(run, None)
+        self.progress.advance(self.overall, self.totals.get(run, 0) - self.done.pop(run, 0))
+        if task is not None:
+            self.progress.remove_task(task)
