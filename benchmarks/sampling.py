@@ -18,76 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
-import time
-from collections import Counter
 
 import torch
 
 import dlm
-from dlm.data.corpora import load_corpus
-from dlm.devices import autocast
-from dlm.diffusion.likelihood import sequence_logprob
-from dlm.sample.driver import generate, left_pad
-
-
-def held_out_prompts(model, n: int, length: int) -> list[list[int]]:
-    """``n`` prompts of ``length`` tokens from the held-out split, each starting at a line."""
-    data = model.config.get("train", {}).get("data", "shakespeare")
-    text = "\n".join(load_corpus(data).validation)
-    prompts, pos = [], 0
-    step = max(1, len(text) // (n + 1))
-    while len(prompts) < n and pos < len(text):
-        start = text.find("\n", pos) + 1
-        ids = model.tokenizer.encode(text[start:start + 4 * length])[:length]
-        if len(ids) == length:
-            prompts.append(ids)
-        pos = start + step
-    return prompts
-
-
-def gen_perplexity(ar, prompts: list[list[int]], outputs: list[list[int]]) -> float:
-    """exp(mean NLL per token) of each output (cut at EOS) given its prompt, under the AR twin."""
-    rows, targets = [], []
-    for p, out in zip(prompts, outputs):
-        if ar.eos_id in out:
-            out = out[:out.index(ar.eos_id)]
-        out = [t for t in out if t not in (ar.mask_id, ar.pad_id)]
-        rows.append([ar.eos_id, *p, *out])
-        targets.append(len(out))
-    ids, valid = left_pad(rows, ar.pad_id, ar.device)
-    target = torch.zeros_like(valid)
-    for r, n in enumerate(targets):
-        if n:
-            target[r, ids.shape[1] - n:] = True
-    lp = sequence_logprob(ar.network, "ar", ids, target, mask_id=ar.mask_id, valid=valid,
-                          shift=1)
-    return math.exp(-lp.sum().item() / max(1, sum(targets)))
-
-
-def unigram_entropy(tokens: list[int]) -> float:
-    counts = Counter(tokens)
-    n = sum(counts.values())
-    return -sum(c / n * math.log2(c / n) for c in counts.values()) if n else 0.0
-
-
-def run_method(model, prompts, fields: dict) -> dict:
-    outputs, nfe, tokens = [], 0, 0
-    model.generate([model.tokenizer.decode(prompts[0])], **fields)  # warm-up
-    t0 = time.perf_counter()
-    for p in prompts:
-        with autocast(model.device):
-            gen = generate(
-                model.network, [p], model.sample_config(**fields), kind=model.kind,
-                mask_id=model.mask_id, eos_id=model.eos_id, pad_id=model.pad_id,
-                record_trace=False)
-        outputs.append(gen.tokens[0])
-        nfe += gen.nfe
-        tokens += len(gen.tokens[0])
-    seconds = time.perf_counter() - t0
-    return {"outputs": outputs, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "nfe": nfe / len(prompts)}
+from dlm.experiments.quality import decode_timed, gen_perplexity, held_out_prompts, unigram_entropy
 
 
 def main() -> None:
@@ -135,19 +71,20 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     rows, vanilla = [], None
     for name, model, fields in methods:
-        r = run_method(model, prompts, fields)
-        ppl = gen_perplexity(ar, prompts, r["outputs"])
-        ent = sum(unigram_entropy(o) for o in r["outputs"]) / len(prompts)
+        r = decode_timed(model, prompts, **fields)
+        ppl = gen_perplexity(ar, prompts, r.outputs)
+        ent = sum(unigram_entropy(o) for o in r.outputs) / len(prompts)
         vanilla = vanilla or r
-        row = {"method": name, "tokens_per_s": r["tokens_per_s"], "nfe": r["nfe"],
-               "speedup": r["tokens_per_s"] / vanilla["tokens_per_s"],
-               "nfe_reduction": vanilla["nfe"] / r["nfe"], "gen_ppl": ppl, "entropy": ent}
+        row = {"method": name, "tokens_per_s": r.tokens_per_s, "nfe": r.nfe,
+               "speedup": r.tokens_per_s / vanilla.tokens_per_s,
+               "nfe_reduction": vanilla.nfe / r.nfe, "gen_ppl": ppl, "entropy": ent}
         rows.append(row)
         print(f"| {name} | {row['tokens_per_s']:.1f} | {row['speedup']:.2f} | "
               f"{row['nfe']:.1f} | {row['nfe_reduction']:.2f} | {ppl:.2f} | {ent:.2f} |",
               flush=True)
     sample = mdlm.tokenizer.decode(prompts[0]) + "⟨" + mdlm.decode_generated(
-        run_method(mdlm, prompts[:1], methods[1][2])["outputs"][0], mdlm.sample_config()) + "⟩"
+        decode_timed(mdlm, prompts[:1], warmup=False, **methods[1][2]).outputs[0],
+        mdlm.sample_config()) + "⟩"
     print(f"\nexample ({methods[1][0]}):\n{sample}")
     if args.json:
         with open(args.json, "w") as f:

@@ -181,8 +181,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
-    """'65536,262144' -> (65536, 262144); None stays None."""
+def _numbers(text: str | None, kind: type, flag: str, empty: bool = False) -> tuple | None:
+    """'65536,262144' -> (65536, 262144); None stays None; '' is () when ``empty``."""
     if text is None:
         return None
     try:
@@ -190,12 +190,12 @@ def _numbers(text: str | None, kind: type, flag: str) -> tuple | None:
                        for v in text.split(",") if v.strip())
     except ValueError:
         raise DLMError(f"--{flag}: expected comma-separated numbers (got {text!r})") from None
-    if not values:
+    if not values and not empty:
         raise DLMError(f"--{flag}: give at least one value")
     return values
 
 
-def cmd_experiment(ns: argparse.Namespace) -> int:
+def cmd_data_constrained(ns: argparse.Namespace) -> int:
     from .experiments.data_constrained import Experiment, run
 
     exp = Experiment(out=ns.out, kinds=tuple(k.strip() for k in ns.kinds.split(",") if k),
@@ -209,6 +209,22 @@ def cmd_experiment(ns: argparse.Namespace) -> int:
     run(exp)
     print(f"{ns.out}: results.csv, curves.png, report.md")
     print((Path(ns.out) / "report.md").read_text())
+    return 0
+
+
+def cmd_steps_quality(ns: argparse.Namespace) -> int:
+    from .experiments.steps_quality import StepsQuality, run
+
+    exp = StepsQuality(
+        checkpoints=tuple(ns.checkpoints), judge=ns.judge, out=ns.out, gen_length=ns.gen_length,
+        block_length=ns.block_length, prompts=ns.prompts, prompt_length=ns.prompt_length,
+        fractions=_numbers(ns.fractions, float, "fractions") or (),
+        strategies=tuple(x.strip() for x in ns.strategies.split(",") if x.strip()),
+        thresholds=_numbers(ns.thresholds, float, "thresholds", empty=True) or (),
+        temperature=ns.temperature, seed=ns.seed, device=ns.device,
+        command=" ".join(["dlm", *sys.argv[1:]]))
+    run(exp)
+    print(f"{ns.out}: results.csv, samples.jsonl, curves.png, report.md")
     return 0
 
 
@@ -303,6 +319,20 @@ EVAL_EXAMPLES = """examples:
 """
 
 EXPERIMENT_EXAMPLES = """examples:
+  dlm experiment data-constrained                  # AR vs MDLM on repeated data (quick)
+  dlm experiment steps-quality runs/small runs/big --judge runs/ar
+  dlm experiment STUDY --help                      # each study's options
+"""
+
+STEPS_QUALITY_EXAMPLES = """examples:
+  dlm experiment steps-quality runs/tiny --judge runs/tiny-ar
+  dlm experiment steps-quality runs/small runs/big --judge runs/ar --out runs/sq
+  dlm experiment steps-quality runs/bd3 --judge runs/ar --strategies low_confidence,margin \\
+      --fractions 0.25,0.5,1 --thresholds 0.9 --temperature 0.8
+writes results.csv, samples.jsonl, curves.png and report.md to --out
+"""
+
+DATA_CONSTRAINED_EXAMPLES = """examples:
   dlm experiment data-constrained                            # quick protocol, AR vs MDLM
   dlm experiment data-constrained --kinds ar,mdlm,bd3lm --unique-tokens 262144 --epochs 128
   dlm experiment data-constrained --unique-tokens 65536,262144 --seeds 2 --lrs 1e-3
@@ -387,12 +417,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("experiment", help="multi-run studies (AR vs diffusion under repeated "
-                       "data)", description="Train every arm, evaluate each annealed at "
-                       "log-spaced epoch marks on the same held-out bytes, and write "
+    p = sub.add_parser("experiment", help="multi-run studies: data-constrained, steps-quality",
+                       description="Studies that train or decode many times and write "
                        "results.csv, curves.png and report.md.", epilog=EXPERIMENT_EXAMPLES,
                        formatter_class=fmt)
-    p.add_argument("study", choices=["data-constrained"], help="which experiment")
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    p = studies.add_parser("data-constrained", help="AR vs diffusion on repeated unique data",
+                           description="Train every arm, evaluate each annealed at log-spaced "
+                           "epoch marks on the same held-out bytes, and write results.csv, "
+                           "curves.png and report.md.", epilog=DATA_CONSTRAINED_EXAMPLES,
+                           formatter_class=fmt)
     p.add_argument("--out", default="runs/data-constrained", help="experiment folder")
     p.add_argument("--kinds", default="ar,mdlm", help="comma-separated: ar, mdlm, bd3lm")
     p.add_argument("--data", default="shakespeare", help="corpus or path")
@@ -414,7 +448,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final-t-samples", type=int, default=128,
                    help="mask draws per chunk for each diffusion run's final number")
     p.add_argument("--jobs", type=int, default=2, help="arms trained at once (1 thread each)")
-    p.set_defaults(func=cmd_experiment)
+    p.set_defaults(func=cmd_data_constrained)
+
+    p = studies.add_parser("steps-quality", help="steps and decoding strategy vs quality",
+                           description="Decode held-out prompts with each checkpoint at a sweep "
+                           "of step counts, strategies and confidence thresholds; score the "
+                           "text under an AR judge (generative perplexity) and by unigram "
+                           "entropy, against network calls and wall time.",
+                           epilog=STEPS_QUALITY_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoints", nargs="+", help="diffusion checkpoints (several sizes trained "
+                   "on the same data go on one plot)")
+    p.add_argument("--judge", required=True, help="AR checkpoint trained on the same data")
+    p.add_argument("--out", default="runs/steps-quality", help="experiment folder")
+    p.add_argument("--gen-length", type=int, default=128, help="new tokens per sample")
+    p.add_argument("--block-length", type=int, default=None,
+                   help="semi-autoregressive blocks (default: one block; bd3lm: its own)")
+    p.add_argument("--prompts", type=int, default=8, help="held-out prompts")
+    p.add_argument("--prompt-length", type=int, default=32, help="tokens per prompt")
+    p.add_argument("--fractions", default="0.0625,0.125,0.25,0.5,1",
+                   help="steps as fractions of --gen-length")
+    p.add_argument("--strategies", default="low_confidence,random",
+                   help="which positions commit first: low_confidence, random, margin, entropy")
+    p.add_argument("--thresholds", default="0.9,0.7,0.5",
+                   help="confidence thresholds (the step count follows); empty for none")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.set_defaults(func=cmd_steps_quality)
 
     p = sub.add_parser("info", help="what a checkpoint holds",
                        description="Kind, parameter counts, tokenizer, data and training "

@@ -1,0 +1,116 @@
+"""``dlm experiment steps-quality``: the sweep end to end on tiny checkpoints, the judge's
+perplexity against a direct computation, and the small-vs-big read-off on made-up rows."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dlm
+from dlm.errors import DLMError
+from dlm.experiments.quality import gen_perplexity, unigram_entropy
+from dlm.experiments.steps_quality import Row, StepsQuality, matches, run
+from dlm.models.transformer import Attention
+from tests.conftest import train_tiny
+
+
+@pytest.fixture(scope="module")
+def small_mdlm(tmp_path_factory, small_corpus):
+    out = tmp_path_factory.mktemp("sq") / "small"
+    train_tiny(out, small_corpus, "mdlm", d_model=16, n_layers=1, max_steps=10)
+    return out
+
+
+def test_sweep_end_to_end(tmp_path, trained, small_mdlm):
+    exp = StepsQuality(checkpoints=(str(trained["mdlm"]), str(small_mdlm)),
+                       judge=str(trained["ar"]), out=str(tmp_path / "sq"), gen_length=16,
+                       prompts=2, prompt_length=8, fractions=(0.25, 1.0),
+                       strategies=("low_confidence", "random"), thresholds=(0.5,))
+    rows = run(exp, progress=lambda m: None)
+    assert len(rows) == 2 * (2 * 2 + 1) + 1  # models x (strategies x steps + thresholds) + judge
+    for r in rows:
+        assert math.isfinite(r.gen_ppl) and r.gen_ppl > 1 and 0 <= r.entropy <= 4
+        assert r.wall_s > 0 and r.tokens_per_s > 0
+        if r.strategy in ("low_confidence", "random"):
+            assert r.nfe == r.steps  # one block, no early stop: one call per step
+        elif r.strategy == "threshold":
+            assert 1 <= r.nfe <= 16
+    assert {r.steps for r in rows if r.strategy == "random"} == {4, 16}
+    assert [r.strategy for r in rows][-1] == "ar" and rows[-1].nfe == 16
+    with open(tmp_path / "sq" / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    report = (tmp_path / "sq" / "report.md").read_text()
+    assert "Small model + many steps vs big model + few" in report
+    assert (tmp_path / "sq" / "curves.png").stat().st_size > 1000
+    assert len((tmp_path / "sq" / "samples.jsonl").read_text().splitlines()) == len(rows)
+
+
+def test_gen_perplexity_is_the_judges_own_likelihood(trained):
+    judge = dlm.load(trained["ar"], device="cpu")
+    prompts = [[5, 6, 7], [8, 9]]
+    outputs = [[10, 11, judge.eos_id, 12], [13, 14, 15]]  # the first is cut at its EOS
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for p, out in zip(prompts, outputs):
+            out = out[:out.index(judge.eos_id)] if judge.eos_id in out else out
+            ids = torch.tensor([[judge.eos_id, *p, *out]])
+            logp = F.log_softmax(judge.network(ids, attn=Attention.causal())[0].float(), -1)
+            start = 1 + len(p)
+            for i, tok in enumerate(out):
+                nll -= logp[start + i - 1, tok].item()
+                n += 1
+    assert gen_perplexity(judge, prompts, outputs) == pytest.approx(math.exp(nll / n), rel=1e-4)
+
+
+def test_unigram_entropy():
+    assert unigram_entropy([1, 1, 2, 2]) == pytest.approx(1.0)
+    assert unigram_entropy([5] * 8) == 0.0 and unigram_entropy([]) == 0.0
+    assert unigram_entropy(list(range(8))) == pytest.approx(3.0)
+
+
+def test_bad_settings_are_refused(tmp_path, trained):
+    def refused(**kw):
+        base = dict(checkpoints=(str(trained["mdlm"]),), judge=str(trained["ar"]),
+                    out=str(tmp_path / "x"), gen_length=16, prompts=2, prompt_length=8)
+        with pytest.raises(DLMError) as e:
+            run(StepsQuality(**{**base, **kw}), progress=lambda m: None)
+        assert not (tmp_path / "x").exists()
+        return str(e.value)
+
+    assert "must be autoregressive" in refused(judge=str(trained["mdlm"]))
+    assert "is an autoregressive model" in refused(checkpoints=(str(trained["ar"]),))
+    assert "context" in refused(gen_length=4096)
+    assert "unknown strategy" in refused(strategies=("best",))
+    assert "block length" in refused(block_length=5)
+
+
+def row(model, params, strategy, steps, ppl, wall):
+    return Row(model, params, strategy, steps, math.nan, steps, wall, 1.0, ppl, 3.0)
+
+
+def test_small_many_steps_vs_big_few():
+    rows = [row("big", 100, "low_confidence", 8, 20.0, 0.2),
+            row("big", 100, "low_confidence", 64, 10.0, 1.0),
+            row("small", 10, "low_confidence", 8, 30.0, 0.05),
+            row("small", 10, "low_confidence", 64, 18.0, 0.3),
+            row("small", 10, "random", 64, 15.0, 0.4)]
+    lines = matches(rows)
+    assert len(lines) == 2
+    # the cheapest small setting at least as good as big@8 steps (ppl 20) is low_confidence@64
+    assert "big with low_confidence, 8 steps" in lines[0]
+    assert "matched by small with low_confidence, 64 steps" in lines[0] and "1.50×" in lines[0]
+    assert "no setting of small reaches it" in lines[1]  # big@64: ppl 10
+    assert matches(rows[2:]) == []  # one model size: nothing to compare
+
+
+def test_cli_refuses_a_diffusion_judge_in_one_line(trained, capsys):
+    from dlm.cli import main
+
+    assert main(["experiment", "steps-quality", str(trained["mdlm"]), "--judge",
+                 str(trained["mdlm"]), "--gen-length", "16", "--prompt-length", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "must be autoregressive" in err and "Traceback" not in err and err.count("\n") == 1
