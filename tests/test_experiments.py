@@ -270,3 +270,19 @@ def test_seed_summaries_and_the_crossover_trend():
     assert crossover_trend({65536: None, 262144: 8.0}, 64)[0] is False
     assert crossover_trend({65536: 8.0}, 64)[0] is None
     assert crossover_trend({65536: None, 262144: None}, 64)[0] is None
+
+
+def test_scale_presets_and_flags():
+    from dlm.cli import build_parser, data_constrained_from_args
+
+    def exp(*args):
+        return data_constrained_from_args(build_parser().parse_args(
+            ["experiment", "data-constrained", *args]))
+
+    cpu = exp()
+    assert (cpu.d_model, cpu.seq_len, cpu.tiers, cpu.epochs, cpu.jobs) == (128, 128, (65536,),
+                                                                          64.0, 2)
+    gpu = exp("--scale", "gpu", "--epochs", "10", "--unique-tokens", "65536,262144")
+    assert (gpu.d_model, gpu.n_layers, gpu.seq_len, gpu.jobs) == (512, 8, 512, 1)
+    assert gpu.epochs == 10 and gpu.tiers == (65536, 262144)  # flags override the scale
+    assert exp("--protocol", "full").tiers == (65536, 262144, 1048576)

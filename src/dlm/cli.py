@@ -195,18 +195,28 @@ def _numbers(text: str | None, kind: type, flag: str, empty: bool = False) -> tu
     return values
 
 
-def cmd_data_constrained(ns: argparse.Namespace) -> int:
-    from .experiments.data_constrained import Experiment, run
+def data_constrained_from_args(ns: argparse.Namespace):
+    """The Experiment the flags describe: the --scale's settings, then any flag given."""
+    from .experiments.data_constrained import SCALES, Experiment
 
+    given = dict(unique_tokens=_numbers(ns.unique_tokens, int, "unique-tokens"),
+                 epochs=ns.epochs, seq_len=ns.seq_len, batch_size=ns.batch_size,
+                 d_model=ns.d_model, n_layers=ns.n_layers, n_heads=ns.n_heads, jobs=ns.jobs,
+                 eval_tokens=ns.eval_tokens)
     exp = Experiment(out=ns.out, kinds=tuple(k.strip() for k in ns.kinds.split(",") if k),
-                     data=ns.data, unique_tokens=_numbers(ns.unique_tokens, int, "unique-tokens"),
-                     epochs=ns.epochs, marks=ns.marks, preset=ns.preset, seq_len=ns.seq_len,
-                     batch_size=ns.batch_size, protocol=ns.protocol, seeds=ns.seeds,
+                     data=ns.data, marks=ns.marks, protocol=ns.protocol, seeds=ns.seeds,
                      lrs=_numbers(ns.lrs, float, "lrs"),
                      token_noise=_numbers(ns.ar_token_noise, float, "ar-token-noise"),
-                     jobs=ns.jobs, final_t_samples=ns.final_t_samples,
-                     command=" ".join(["dlm", *sys.argv[1:]]))
-    run(exp)
+                     final_t_samples=ns.final_t_samples,
+                     command=" ".join(["dlm", *sys.argv[1:]]),
+                     **{**SCALES[ns.scale], **{k: v for k, v in given.items() if v is not None}})
+    return exp
+
+
+def cmd_data_constrained(ns: argparse.Namespace) -> int:
+    from .experiments.data_constrained import run
+
+    run(data_constrained_from_args(ns))
     print(f"{ns.out}: results.csv, curves.png, report.md")
     print((Path(ns.out) / "report.md").read_text())
     return 0
@@ -337,6 +347,7 @@ DATA_CONSTRAINED_EXAMPLES = """examples:
   dlm experiment data-constrained --kinds ar,mdlm,bd3lm --unique-tokens 262144 --epochs 128
   dlm experiment data-constrained --unique-tokens 65536,262144 --seeds 2 --lrs 1e-3
   dlm experiment data-constrained --protocol full --out runs/dc-full    # hours on a CPU
+  dlm experiment data-constrained --scale gpu --protocol full          # a larger setting
 an interrupted experiment continues where it stopped: run the same command again
 """
 
@@ -432,11 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="shakespeare", help="corpus or path")
     p.add_argument("--unique-tokens", default=None, help="comma-separated unique-data tiers "
                    "(default: quick 65536; full 65536,262144,1048576)")
-    p.add_argument("--epochs", type=float, default=64.0, help="passes over them")
+    p.add_argument("--scale", default="cpu", choices=("cpu", "gpu"),
+                   help="cpu: 0.85 M params, context 128, batch 32, 64 KB tier, 64 epochs, two "
+                   "runs at a time; gpu: 25 M params (d 512, 8 layers), context 512, batch 64, "
+                   "1 M and 4 M tiers, 128 epochs, one run at a time (the flags below override)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the unique data")
     p.add_argument("--marks", type=int, default=12, help="annealed evaluations per arm")
-    p.add_argument("--preset", default="tiny", choices=("tiny", "small", "base"))
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--d-model", type=int, default=None, help="backbone width")
+    p.add_argument("--n-layers", type=int, default=None, help="backbone depth")
+    p.add_argument("--n-heads", type=int, default=None, help="attention heads")
+    p.add_argument("--seq-len", type=int, default=None, help="context")
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    p.add_argument("--eval-tokens", type=int, default=None, help="held-out tokens")
     p.add_argument("--protocol", default="quick", choices=("quick", "full"),
                    help="quick: lr {1e-3, 3e-3}, AR plain or with 15%% input masking, one "
                    "tier, one seed; full: lr {1e-3, 3e-3} x weight decay {0.1, 0.5, 1} x AR "
@@ -447,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated AR input-masking rates to tune over (0 = none)")
     p.add_argument("--final-t-samples", type=int, default=128,
                    help="mask draws per chunk for each diffusion run's final number")
-    p.add_argument("--jobs", type=int, default=2, help="arms trained at once (1 thread each)")
+    p.add_argument("--jobs", type=int, default=None, help="runs trained at once")
     p.set_defaults(func=cmd_data_constrained)
 
     p = studies.add_parser("steps-quality", help="steps and decoding strategy vs quality",

@@ -56,6 +56,17 @@ PROTOCOLS = {
              "seeds": 2},
 }
 
+SCALES = {
+    # cpu: the Experiment defaults (byte tokens, 0.85 M parameters, context 128, batch 32,
+    # two runs at a time with one thread each: the quick protocol takes ~30 min on 2 cores)
+    "cpu": {},
+    # gpu: a 25 M-parameter backbone at context 512, one run at a time on the device, 1 M and
+    # 4 M unique tokens (Shakespeare holds ~5 M; pass --data for larger tiers), 128 epochs
+    "gpu": {"d_model": 512, "n_layers": 8, "n_heads": 8, "seq_len": 512, "batch_size": 64,
+            "unique_tokens": (1048576, 4194304), "epochs": 128.0, "eval_tokens": 131072,
+            "jobs": 1, "threads": 4},
+}
+
 
 def cell_name(kind: str, lr: float, wd: float, dropout: float = 0.0, noise: float = 0.0) -> str:
     name = f"{kind}/lr={lr:g},wd={wd:g}"
@@ -96,6 +107,7 @@ class Experiment:
     lrs: tuple[float, ...] | None = None  # default: the protocol's
     token_noise: tuple[float, ...] | None = None  # AR input masking cells (default: protocol's)
     jobs: int = 2
+    threads: int = 1  # per run
     eval_tokens: int = 16384
     eval_t_samples: int = 4  # mask draws per chunk while tracking
     final_t_samples: int = 128  # ... for the final number at each run's best mark
@@ -189,7 +201,7 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
     from ..train import TrainConfig
     from .branches import train_annealed
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(exp.threads)
     num_sequences = arm["tier"] // exp.seq_len
     steps = mark_steps(epoch_marks(exp.epochs, exp.marks, exp.first_mark), num_sequences,
                        exp.batch_size)
@@ -200,7 +212,7 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
         dropout=arm["dropout"], ar_token_noise=arm["ar_token_noise"], seed=arm["seed"],
         out=str(Path(exp.out) / "runs" / arm["name"]),
         warmup_steps=min(100, max(1, steps[0] // 2)), eval_every=10**9, ckpt_every=10**9,
-        eval_tokens=exp.eval_tokens, eval_t_samples=exp.eval_t_samples, threads=1,
+        eval_tokens=exp.eval_tokens, eval_t_samples=exp.eval_t_samples, threads=exp.threads,
         progress=False, block_size=exp.block_size if arm["kind"] == "bd3lm" else None,
         **exp.extra)
     points, paths = [], {}
@@ -231,8 +243,8 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
     else:  # fresh draws (seed 1): the number reported is not the one the best was chosen by
         from ..pipeline import load
 
-        r = load(paths[best.epoch], device="cpu").evaluate(t_samples=exp.final_t_samples,
-                                                             seed=1)
+        model = load(paths[best.epoch], device=exp.extra.get("device", "auto"))
+        r = model.evaluate(t_samples=exp.final_t_samples, seed=1)
         best.final_bpb, best.final_se = r.bits_per_byte, r.se_bits_per_byte
     return points
 
