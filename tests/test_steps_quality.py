@@ -52,18 +52,22 @@ def test_sweep_end_to_end(tmp_path, trained, small_mdlm):
 def test_gen_perplexity_is_the_judges_own_likelihood(trained):
     judge = dlm.load(trained["ar"], device="cpu")
     prompts = [[5, 6, 7], [8, 9]]
-    outputs = [[10, 11, judge.eos_id, 12], [13, 14, 15]]  # the first is cut at its EOS
+    outputs = [[10, 11, judge.eos_id, 12], [13, 14, 15]]  # the first ends at (and with) its EOS
     nll, n = 0.0, 0
     with torch.no_grad():
         for p, out in zip(prompts, outputs):
-            out = out[:out.index(judge.eos_id)] if judge.eos_id in out else out
+            out = out[:out.index(judge.eos_id) + 1] if judge.eos_id in out else out
             ids = torch.tensor([[judge.eos_id, *p, *out]])
             logp = F.log_softmax(judge.network(ids, attn=Attention.causal())[0].float(), -1)
             start = 1 + len(p)
             for i, tok in enumerate(out):
                 nll -= logp[start + i - 1, tok].item()
                 n += 1
+    assert n == 6  # 10, 11, EOS and 13, 14, 15
     assert gen_perplexity(judge, prompts, outputs) == pytest.approx(math.exp(nll / n), rel=1e-4)
+    # stopping at once is scored too, not a free perfect perplexity
+    assert gen_perplexity(judge, prompts, [[judge.eos_id], [judge.eos_id, 9]]) > 1
+    assert math.isnan(gen_perplexity(judge, prompts, [[judge.mask_id], []]))
 
 
 def test_unigram_entropy():
@@ -84,6 +88,7 @@ def test_bad_settings_are_refused(tmp_path, trained):
     assert "must be autoregressive" in refused(judge=str(trained["mdlm"]))
     assert "is an autoregressive model" in refused(checkpoints=(str(trained["ar"]),))
     assert "context" in refused(gen_length=4096)
+    assert "judge's context" in refused(gen_length=56)  # 8 + 56 fit the model, not BOS + them
     assert "unknown strategy" in refused(strategies=("best",))
     assert "block length" in refused(block_length=5)
 
@@ -114,3 +119,15 @@ def test_cli_refuses_a_diffusion_judge_in_one_line(trained, capsys):
                  str(trained["mdlm"]), "--gen-length", "16", "--prompt-length", "8"]) == 2
     err = capsys.readouterr().err
     assert "must be autoregressive" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_block_diffusion_checkpoints_decode_their_own_blocks(tmp_path, small_corpus, trained):
+    bd3 = tmp_path / "bd3"
+    train_tiny(bd3, small_corpus, "bd3lm", block_size=8, max_steps=5)
+    exp = StepsQuality(checkpoints=(str(bd3),), judge=str(trained["ar"]), out=str(tmp_path / "o"),
+                       gen_length=16, prompts=2, prompt_length=8, fractions=(0.125, 1.0),
+                       strategies=("low_confidence",), thresholds=(0.5,))
+    rows = run(exp, progress=lambda m: None)
+    # two blocks of 8: at least one step per block; steps split evenly over the blocks
+    assert [(r.steps, r.nfe) for r in rows if r.strategy == "low_confidence"] == [(2, 2),
+                                                                                 (16, 16)]

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from ..diffusion.likelihood import EvalResult
 from ..train import TrainConfig, train
-from ..train.checkpoint import has_checkpoint
+from ..train.checkpoint import atomic_write_dir, has_checkpoint, recover
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    """The optimizer step a run's checkpoint was written at."""
+    import json
+
+    return int(json.loads((run_dir / "train_state" / "state.json").read_text())["step"])
 
 
 def branch_point(mark: int, decay_frac: float) -> int:
@@ -47,17 +54,30 @@ def train_annealed(cfg: TrainConfig, mark_steps: list[int],
     # resume=True: an interrupted call continues each run from its last checkpoint
     cfg = replace(cfg, lr_schedule="wsd", max_steps=marks[-1], resume=True)
     root = Path(cfg.run_dir)
-    starts = {branch_point(m, cfg.decay_frac): m for m in marks[:-1]}
+    starts: dict[int, list[int]] = {}  # branch point -> the marks branching there
+    for m in marks[:-1]:
+        starts.setdefault(branch_point(m, cfg.decay_frac), []).append(m)
+
+    def keep_start(step: int) -> None:
+        """Copy the stable run's checkpoint (at ``step``) for the branches starting there;
+        atomic, so a kill leaves either no copy or a whole one."""
+        for mark in starts.get(step, []):
+            if not has_checkpoint(start_dir(root, mark)):
+                atomic_write_dir(start_dir(root, mark),
+                                 lambda tmp: shutil.copytree(root, tmp, dirs_exist_ok=True))
 
     def save_branch_start(trainer, step: int, row) -> None:
-        mark = starts.get(step)
-        if mark is not None and not has_checkpoint(start_dir(root, mark)):
+        if step in starts:
             trainer.save_checkpoint()
-            shutil.copytree(root, start_dir(root, mark), dirs_exist_ok=True)
+            keep_start(step)
 
+    # killed between saving the stable run at a branch point and copying it: copy it now
+    recover(root)
+    if has_checkpoint(root):
+        keep_start(checkpoint_step(root))
     final = train(cfg, [save_branch_start, *callbacks])
     results = []
-    for start, mark in sorted(starts.items()):
+    for start, mark in sorted((s, m) for s, ms in starts.items() for m in ms):
         out = branch_dir(root, mark)
         if has_checkpoint(out):  # an interrupted branch continues
             r = train(replace(cfg, out=str(out), max_steps=mark), callbacks)

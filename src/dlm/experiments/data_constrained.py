@@ -114,6 +114,20 @@ class Experiment:
     extra: dict = field(default_factory=dict)  # more TrainConfig fields for every arm
     command: str | None = None  # how it was started (the CLI line), for the report
 
+    def __post_init__(self):
+        # repeated values would make two processes train the same run folder
+        for name in ("kinds", "unique_tokens", "lrs", "token_noise"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, tuple(dict.fromkeys(value)))
+
+    def settings(self) -> dict:
+        """What decides every run's result: a folder must not mix two settings."""
+        keys = ("data", "epochs", "marks", "first_mark", "preset", "d_model", "n_layers",
+                "n_heads", "seq_len", "batch_size", "block_size", "eval_tokens",
+                "eval_t_samples", "final_t_samples", "extra")
+        return {k: getattr(self, k) for k in keys}
+
     @property
     def tiers(self) -> tuple[int, ...]:
         return tuple(sorted(self.unique_tokens or PROTOCOLS[self.protocol]["tiers"]))
@@ -271,21 +285,30 @@ def _execute(exp: Experiment, arms: list[dict], results: Results, progress) -> N
         queue = manager.Queue()
         with ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
             pending = {pool.submit(_run_arm, exp, arm, queue): arm for arm in arms}
-            while pending:
-                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                while not queue.empty():
-                    bars.advance(*queue.get())
-                for fut in done:
-                    arm = pending.pop(fut)
-                    points = fut.result()
-                    results.start(arm["name"])
-                    for p in points:
-                        results.add(p)
-                    results.finish(arm["name"])
-                    bars.finish(arm["name"])
-                    value, se = best_point(points).best_value
-                    progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte "
-                             f"at epoch {best_point(points).epoch:g}")
+            try:
+                _collect(pending, queue, bars, results, progress)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a failed run stops the queue
+                raise
+
+
+def _collect(pending: dict, queue, bars, results: Results, progress) -> None:
+    """Record runs as they finish and feed the progress bars until none is pending."""
+    while pending:
+        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        while not queue.empty():
+            bars.advance(*queue.get())
+        for fut in done:
+            arm = pending.pop(fut)
+            points = fut.result()
+            results.start(arm["name"])
+            for p in points:
+                results.add(p)
+            results.finish(arm["name"])
+            bars.finish(arm["name"])
+            value, se = best_point(points).best_value
+            progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte at epoch "
+                     f"{best_point(points).epoch:g}")
 
 
 def winners(exp: Experiment, points: list[Point]) -> dict[str, str]:
@@ -302,11 +325,36 @@ def winners(exp: Experiment, points: list[Point]) -> dict[str, str]:
     return {k: cell for k, (_, cell) in best.items()}
 
 
+def _claim_folder(exp: Experiment) -> None:
+    """Record the settings in ``out/experiment.json``; refuse a folder holding another
+    setting's runs (their results would be mixed and their checkpoints resumed wrongly)."""
+    import json
+
+    out = Path(exp.out)
+    path = out / "experiment.json"
+    mine = json.loads(json.dumps(exp.settings()))
+    if path.exists():
+        theirs = json.loads(path.read_text())
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            raise DLMError(f"{out} holds an experiment with other settings ({', '.join(diff)}); "
+                           "choose another --out")
+    for name in Results(out).finished():
+        try:
+            split_arm(name)
+        except (ValueError, IndexError):
+            raise DLMError(f"{out} holds runs from an older dlm ({name!r}); choose another "
+                           "--out") from None
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(mine, indent=2) + "\n")
+
+
 def run(exp: Experiment, progress=print) -> Results:
     """Tune every cell on the smallest tier, run each kind's winner on every tier and seed
     (finished arms are never redone), then write curves.png and report.md."""
     exp.validate()
     exp.check_data()
+    _claim_folder(exp)
     results = Results(exp.out)
     done = results.finished()
     tuning = [a for a in exp.tuning_arms() if a["name"] not in done]

@@ -30,7 +30,10 @@ def held_out_prompts(model, n: int, length: int, data: str | None = None) -> lis
     prompts, pos = [], 0
     step = max(1, len(text) // (n + 1))
     while len(prompts) < n and pos < len(text):
-        start = text.find("\n", pos) + 1
+        newline = text.find("\n", pos)
+        if newline < 0:
+            break
+        start = newline + 1
         ids = model.tokenizer.encode(text[start:start + 4 * length])[:length]
         if len(ids) == length:
             prompts.append(ids)
@@ -41,15 +44,22 @@ def held_out_prompts(model, n: int, length: int, data: str | None = None) -> lis
     return prompts
 
 
+def text_tokens(model, out: list[int], keep_eos: bool = False) -> list[int]:
+    """A generated row as text: up to its first EOS (kept when ``keep_eos``), no MASK/PAD."""
+    if model.eos_id in out:
+        out = out[:out.index(model.eos_id) + (1 if keep_eos else 0)]
+    return [t for t in out if t not in (model.mask_id, model.pad_id)]
+
+
 def gen_perplexity(judge, prompts: list[list[int]], outputs: list[list[int]]) -> float:
-    """exp(mean NLL per token) of each output (cut at EOS) given its prompt, under an AR model."""
+    """exp(mean NLL per token) of each output given its prompt under an AR model: the tokens up
+    to the first EOS and that EOS too (stopping is scored like any other choice). NaN when no
+    token is left to score."""
     if judge.kind != "ar":
         raise DLMError(f"the judge must be an autoregressive model (got kind {judge.kind!r})")
     rows, targets = [], []
     for p, out in zip(prompts, outputs):
-        if judge.eos_id in out:
-            out = out[:out.index(judge.eos_id)]
-        out = [t for t in out if t not in (judge.mask_id, judge.pad_id)]
+        out = text_tokens(judge, out, keep_eos=True)
         rows.append([judge.eos_id, *p, *out])
         targets.append(len(out))
     ids, valid = left_pad(rows, judge.pad_id, judge.device)
@@ -60,7 +70,9 @@ def gen_perplexity(judge, prompts: list[list[int]], outputs: list[list[int]]) ->
     with torch.no_grad(), autocast(judge.device):
         lp = sequence_logprob(judge.network, "ar", ids, target, mask_id=judge.mask_id,
                               valid=valid, shift=1)
-    return math.exp(-lp.sum().item() / max(1, sum(targets)))
+    if not sum(targets):
+        return math.nan
+    return math.exp(-lp.sum().item() / sum(targets))
 
 
 def unigram_entropy(tokens: list[int]) -> float:

@@ -28,7 +28,13 @@ from pathlib import Path
 
 from ..errors import DLMError
 from ..version import __version__
-from .quality import decode_timed, gen_perplexity, held_out_prompts, unigram_entropy
+from .quality import (
+    decode_timed,
+    gen_perplexity,
+    held_out_prompts,
+    text_tokens,
+    unigram_entropy,
+)
 
 STRATEGIES = ("low_confidence", "random", "margin", "entropy")
 
@@ -115,8 +121,9 @@ def settings(exp: StepsQuality, model) -> list[tuple[str, dict, dict]]:
         raise DLMError(f"--gen-length {exp.gen_length} is not a multiple of the block length "
                        f"{block}")
     blocks = exp.gen_length // block
-    base = dict(gen_length=exp.gen_length, block_length=block, temperature=exp.temperature,
-                seed=exp.seed, stop_at_eos=False)
+    base = dict(gen_length=exp.gen_length, temperature=exp.temperature, seed=exp.seed,
+                stop_at_eos=False,
+                block_length=None if model.kind == "bd3lm" else block)  # bd3lm: its own
     out = []
     for strategy in exp.strategies:
         for steps in sorted({exp.steps_for(f, blocks) for f in exp.fractions}):
@@ -144,6 +151,9 @@ def run(exp: StepsQuality, progress=print) -> list[Row]:
         if m.tokenizer.kind != judge.tokenizer.kind or \
                 m.tokenizer.vocab_size != judge.tokenizer.vocab_size:
             raise DLMError(f"{name} and the judge use different tokenizers")
+    if judge.max_seq_len < 1 + exp.prompt_length + exp.gen_length:
+        raise DLMError(f"the judge's context {judge.max_seq_len} is shorter than a BOS + "
+                       f"--prompt-length + --gen-length ({1 + exp.prompt_length + exp.gen_length})")
     prompts = held_out_prompts(models[0][1], exp.prompts, exp.prompt_length)
     plan = [(name, m, *s) for name, m in models for s in settings(exp, m)]
     rows, samples = [], []
@@ -169,7 +179,8 @@ def _measure(name, model, strategy, sample_fields, extra, prompts, judge, sample
     row = Row(name, model.network.num_params(), strategy, nfe=d.nfe,
               wall_s=d.seconds / len(prompts), tokens_per_s=d.tokens_per_s,
               gen_ppl=gen_perplexity(judge, prompts, d.outputs),
-              entropy=sum(unigram_entropy(o) for o in d.outputs) / len(d.outputs), **extra)
+              entropy=sum(unigram_entropy(text_tokens(model, o)) for o in d.outputs)
+              / len(d.outputs), **extra)
     text = model.decode_generated(d.outputs[0], model.sample_config(stop_at_eos=True))
     samples.append({"model": name, "setting": row.label,
                     "prompt": model.tokenizer.decode(prompts[0]), "text": text})
@@ -189,10 +200,11 @@ def write(exp: StepsQuality, rows: list[Row], samples: list[dict]) -> None:
 
 
 def matches(rows: list[Row]) -> list[str]:
-    """For two or more model sizes: the cheapest setting (wall time) of each smaller model that
-    is at least as good as each step-count setting of the largest ("small model + many steps
-    vs big model + few")."""
-    diffusion = [r for r in rows if r.strategy != "ar"]
+    """For two or more model sizes: the cheapest setting (wall time) of each smaller model whose
+    generative perplexity is at least as good as each setting of the largest ("small model +
+    many steps vs big model + few"). Entropies are printed beside: a match with much lower
+    entropy is repetition, not quality."""
+    diffusion = [r for r in rows if r.strategy != "ar" and math.isfinite(r.gen_ppl)]
     sizes = sorted({(r.params, r.model) for r in diffusion})
     if len(sizes) < 2:
         return []
@@ -204,8 +216,9 @@ def matches(rows: list[Row]) -> list[str]:
             if ok:
                 s = min(ok, key=lambda r: r.wall_s)
                 lines.append(f"- {big} with {b.label} (NFE {b.nfe:.0f}, {b.wall_s:.2f} s, ppl "
-                             f"{b.gen_ppl:.2f}) is matched by {small} with {s.label} (NFE "
-                             f"{s.nfe:.0f}, {s.wall_s:.2f} s, ppl {s.gen_ppl:.2f}): "
+                             f"{b.gen_ppl:.2f}, entropy {b.entropy:.2f}) is matched by {small} "
+                             f"with {s.label} (NFE {s.nfe:.0f}, {s.wall_s:.2f} s, ppl "
+                             f"{s.gen_ppl:.2f}, entropy {s.entropy:.2f}): "
                              f"{s.wall_s / b.wall_s:.2f}× the time")
             else:
                 lines.append(f"- {big} with {b.label} (ppl {b.gen_ppl:.2f}): no setting of "
