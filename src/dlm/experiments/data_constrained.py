@@ -273,42 +273,71 @@ def arm_steps(exp: Experiment, arm: dict) -> int:
     return steps[-1] + sum(m - branch_point(m, decay) for m in steps[:-1])
 
 
-def _execute(exp: Experiment, arms: list[dict], results: Results, progress) -> None:
-    """Train ``arms`` (``jobs`` at a time, one thread each), recording each as it finishes."""
-    if not arms:
-        return
+def _execute(exp: Experiment, results: Results, progress) -> None:
+    """Train every unfinished arm, ``jobs`` at a time: the tuning arms first; as soon as all
+    tuning arms of a kind are done, that kind's winner goes on to every tier and seed (so one
+    kind's final runs overlap the other kind's tuning)."""
     from ..train.progress import ExperimentProgress
 
+    tuning = exp.tuning_arms()
+    by_kind = {k: {a["name"] for a in tuning if a["kind"] == k} for k in exp.kinds}
+    submitted: set[str] = set()
+    expanded: set[str] = set()
+
+    def final_arms_ready() -> list[dict]:
+        """Final arms of kinds whose tuning just completed."""
+        done = results.finished()
+        ready = [k for k in exp.kinds if k not in expanded and by_kind[k] <= done]
+        if not ready:
+            return []
+        expanded.update(ready)
+        won = winners(exp, results.points())
+        arms = [a for a in exp.final_arms({k: won[k] for k in ready if k in won})
+                if a["name"] not in done and a["name"] not in submitted]
+        if arms:
+            progress(f"{', '.join(ready)}: tuned ({', '.join(won[k] for k in ready)}); "
+                     f"{len(arms)} runs on every tier and seed")
+        return arms
+
+    first = [a for a in tuning if a["name"] not in results.finished()] + final_arms_ready()
+    if not first:
+        return
     ctx = get_context("spawn")  # fresh interpreters: no shared torch threads or state
-    with ctx.Manager() as manager, ExperimentProgress(
-            {a["name"]: arm_steps(exp, a) for a in arms}) as bars:
+    with ctx.Manager() as manager, ExperimentProgress() as bars, \
+            ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
         queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_run_arm, exp, arm, queue): arm for arm in arms}
-            try:
-                _collect(pending, queue, bars, results, progress)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)  # a failed run stops the queue
-                raise
+        pending: dict = {}
+
+        def submit(arms: list[dict]) -> None:
+            for arm in arms:
+                submitted.add(arm["name"])
+                bars.plan(arm["name"], arm_steps(exp, arm))
+                pending[pool.submit(_run_arm, exp, arm, queue)] = arm
+
+        submit(first)
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                while not queue.empty():
+                    bars.advance(*queue.get())
+                for fut in done:
+                    arm = pending.pop(fut)
+                    _record(arm, fut.result(), results, progress)
+                    bars.finish(arm["name"])
+                submit(final_arms_ready())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # a failed run stops the queue
+            raise
 
 
-def _collect(pending: dict, queue, bars, results: Results, progress) -> None:
-    """Record runs as they finish and feed the progress bars until none is pending."""
-    while pending:
-        done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-        while not queue.empty():
-            bars.advance(*queue.get())
-        for fut in done:
-            arm = pending.pop(fut)
-            points = fut.result()
-            results.start(arm["name"])
-            for p in points:
-                results.add(p)
-            results.finish(arm["name"])
-            bars.finish(arm["name"])
-            value, se = best_point(points).best_value
-            progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte at epoch "
-                     f"{best_point(points).epoch:g}")
+def _record(arm: dict, points: list[Point], results: Results, progress) -> None:
+    results.start(arm["name"])
+    for p in points:
+        results.add(p)
+    results.finish(arm["name"])
+    value, se = best_point(points).best_value
+    progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte at epoch "
+             f"{best_point(points).epoch:g}")
 
 
 def winners(exp: Experiment, points: list[Point]) -> dict[str, str]:
@@ -357,15 +386,14 @@ def run(exp: Experiment, progress=print) -> Results:
     _claim_folder(exp)
     results = Results(exp.out)
     done = results.finished()
-    tuning = [a for a in exp.tuning_arms() if a["name"] not in done]
-    progress(f"tuning: {len(exp.tuning_arms()) - len(tuning)} of {len(exp.tuning_arms())} "
-             f"arms done ({exp.jobs} at a time)")
-    _execute(exp, tuning, results, progress)
+    tuning = exp.tuning_arms()
+    progress(f"tuning: {sum(a['name'] in done for a in tuning)} of {len(tuning)} arms done "
+             f"({exp.jobs} at a time)")
+    _execute(exp, results, progress)
     won = winners(exp, results.points())
-    final = [a for a in exp.final_arms(won) if a["name"] not in results.finished()]
-    progress(f"seeds and tiers with the winners ({', '.join(won.values())}): "
-             f"{len(final)} arms to run")
-    _execute(exp, final, results, progress)
+    left = [a["name"] for a in exp.arms(won) if a["name"] not in results.finished()]
+    progress(f"all {len(exp.arms(won)) - len(left)} runs done" if not left else
+             f"{len(left)} runs not done")
     write_report(exp, results)
     return results
 

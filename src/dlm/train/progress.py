@@ -71,19 +71,18 @@ class TrainProgress:
 
 
 class ExperimentProgress:
-    """Bars for a multi-run experiment: one overall bar (steps of every run, with rate and
-    ETA) and one per run in flight. Off a terminal it stays silent; the caller logs each
-    finished run instead."""
+    """Bars for a multi-run experiment: one overall bar (steps of every planned run, with
+    elapsed time and ETA) and one per run in flight. Off a terminal it stays silent; the caller
+    logs each finished run instead."""
 
-    def __init__(self, totals: dict[str, int]):
+    def __init__(self):
         self.console = Console(stderr=True)
-        self.totals = totals
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console,
             disable=not self.console.is_terminal)
-        self.overall = self.progress.add_task(f"{len(totals)} runs", total=sum(totals.values()))
+        self.overall = self.progress.add_task("all runs (steps)", total=0)
+        self.totals: dict[str, int] = {}
         self.tasks: dict[str, int] = {}
         self.done: dict[str, int] = {}
 
@@ -93,6 +92,11 @@ class ExperimentProgress:
 
     def __exit__(self, *exc):
         return self.progress.__exit__(*exc)
+
+    def plan(self, run: str, steps: int) -> None:
+        """A run joins the plan with this many optimizer steps."""
+        self.totals[run] = steps
+        self.progress.update(self.overall, total=sum(self.totals.values()))
 
     def advance(self, run: str, steps: int) -> None:
         if run not in self.tasks:
