@@ -212,7 +212,7 @@ def crossover_trend(by_tier: dict[int, float | None], last_epoch: float
         return None, "needs several unique-data tiers"
     tiers = sorted(by_tier)
     xs = [by_tier[t] if by_tier[t] is not None else math.inf for t in tiers]
-    detail = ", ".join(f"{t:,} tokens: " + (f"epoch {by_tier[t]:g}" if by_tier[t] is not None
+    detail = ", ".join(f"{t:,} tokens: " + (f"epoch {by_tier[t]:.3g}" if by_tier[t] is not None
                                              else f"none by epoch {last_epoch:g}")
                        for t in tiers)
     if all(math.isinf(x) for x in xs):
@@ -243,9 +243,9 @@ def criteria(ar: list[Point], dlm: list[Point], best_ar: Summary | None = None,
     c3 = None if seeds < 2 else (margin > 3 * se if se > 0 else margin > 0)
     return [
         ("AR better at <= 4 epochs", c1 if early else None,
-         ", ".join(f"{e:g}: {a[e].val_bpb:.3f} vs {d[e].val_bpb:.3f}" for e in early)),
+         ", ".join(f"{e:.3g}: {a[e].val_bpb:.3f} vs {d[e].val_bpb:.3f}" for e in early)),
         ("AR's loss turns up while the DLM keeps improving longer", c2,
-         f"AR best at epoch {ar_stop:g} of {last:g}; DLM best at {dlm_stop:g}"),
+         f"AR best at epoch {ar_stop:.3g} of {last:g}; DLM best at {dlm_stop:.3g}"),
         ("DLM's best below the best AR by > 3 standard errors", c3,
          f"{bd.mean:.3f} vs {ba.mean:.3f} (margin {margin:+.3f}, s.e. {se:.3f}"
          + (", needs >= 2 seeds per side)" if seeds < 2 else f", {seeds} seeds)")),

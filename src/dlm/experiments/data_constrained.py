@@ -337,7 +337,7 @@ def _record(arm: dict, points: list[Point], results: Results, progress) -> None:
     results.finish(arm["name"])
     value, se = best_point(points).best_value
     progress(f"finished {arm['name']}: best {value:.3f} ± {se:.3f} bits/byte at epoch "
-             f"{best_point(points).epoch:g}")
+             f"{best_point(points).epoch:.3g}")
 
 
 def winners(exp: Experiment, points: list[Point]) -> dict[str, str]:
@@ -442,7 +442,7 @@ def write_report(exp: Experiment, results: Results) -> None:
             continue
         b = best_point(run0[0])
         win = " (chosen)" if won.get(c["kind"]) == c["cell"] else ""
-        lines.append(f"| {c['cell']}{win} | {_fmt(*b.best_value, c['kind'])} | {b.epoch:g} | "
+        lines.append(f"| {c['cell']}{win} | {_fmt(*b.best_value, c['kind'])} | {b.epoch:.3g} | "
                      f"{run0[0][-1].val_bpb:.3f} |")
     lines += ["", "## Each kind's chosen cell on every tier", "",
               "| unique tokens | kind | best held-out bits/byte (mean ± s.e. over seeds) | "
@@ -458,12 +458,12 @@ def write_report(exp: Experiment, results: Results) -> None:
             if kind != "ar" and "ar" in means:
                 xe = crossover(means["ar"], m)
                 cross.setdefault(kind, {})[tier] = xe
-                x = f"below AR from epoch {xe:g} on" if xe is not None else "never stays below"
+                x = f"below AR from epoch {xe:.3g} on" if xe is not None else "never stays below"
                 crit = criteria(means["ar"], m, sums["ar"], sums[kind])
                 verdicts.append((tier, kind, crit))
             s_ = sums[kind]
             lines.append(f"| {tier:,} | {kind} | {_fmt(s_.mean, s_.se, kind)} | {s_.spread} | "
-                         f"{stops_improving(m):g} | {x} |")
+                         f"{stops_improving(m):.3g} | {x} |")
     if verdicts:
         lines += ["", "## Reproduction criteria", "",
                   "Read off the seed-mean curves (criteria 1, 2) and the seeds' best values "
