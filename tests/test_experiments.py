@@ -353,3 +353,19 @@ def test_experiment_progress_accounting():
         bars.finish("a")
         bars.finish("b")  # resumed: reported nothing, still counts as done
         assert overall.completed == overall.total == 15 and not bars.tasks
+
+
+def test_runs_are_scheduled_tuning_first_then_seed_major():
+    from dlm.experiments.data_constrained import Experiment, schedule_key
+
+    exp = Experiment(unique_tokens=(4096, 8192), seeds=2, lrs=(1e-3,), token_noise=())
+    won = {"ar": "ar/lr=0.001,wd=0.1,do=0", "mdlm": "mdlm/lr=0.001,wd=0.1"}
+    # the kinds finish tuning at different times: AR's final runs are queued first
+    queue = exp.final_arms({"ar": won["ar"]}) + exp.tuning_arms() + \
+        exp.final_arms({"mdlm": won["mdlm"]})
+    names = list(dict.fromkeys(a["name"] for a in sorted(queue,
+                                                          key=lambda a: schedule_key(exp, a))))
+    assert names == ["u4096/ar/lr=0.001,wd=0.1,do=0/seed0", "u4096/mdlm/lr=0.001,wd=0.1/seed0",
+                     "u8192/ar/lr=0.001,wd=0.1,do=0/seed0", "u8192/mdlm/lr=0.001,wd=0.1/seed0",
+                     "u4096/ar/lr=0.001,wd=0.1,do=0/seed1", "u4096/mdlm/lr=0.001,wd=0.1/seed1",
+                     "u8192/ar/lr=0.001,wd=0.1,do=0/seed1", "u8192/mdlm/lr=0.001,wd=0.1/seed1"]

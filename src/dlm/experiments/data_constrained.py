@@ -287,34 +287,40 @@ def _execute(exp: Experiment, results: Results, progress) -> None:
     def final_arms_ready() -> list[dict]:
         """Final arms of kinds whose tuning just completed."""
         done = results.finished()
-        ready = [k for k in exp.kinds if k not in expanded and by_kind[k] <= done]
-        if not ready:
+        kinds = [k for k in exp.kinds if k not in expanded and by_kind[k] <= done]
+        if not kinds:
             return []
-        expanded.update(ready)
+        expanded.update(kinds)
         won = winners(exp, results.points())
-        arms = [a for a in exp.final_arms({k: won[k] for k in ready if k in won})
+        arms = [a for a in exp.final_arms({k: won[k] for k in kinds if k in won})
                 if a["name"] not in done and a["name"] not in submitted]
         if arms:
-            progress(f"{', '.join(ready)}: tuned ({', '.join(won[k] for k in ready)}); "
+            progress(f"{', '.join(kinds)}: tuned ({', '.join(won[k] for k in kinds)}); "
                      f"{len(arms)} runs on every tier and seed")
         return arms
 
-    first = [a for a in tuning if a["name"] not in results.finished()] + final_arms_ready()
-    if not first:
+    initial = [a for a in tuning if a["name"] not in results.finished()] + final_arms_ready()
+    if not initial:
         return
+    ready: list[dict] = []
+
     ctx = get_context("spawn")  # fresh interpreters: no shared torch threads or state
     with ctx.Manager() as manager, ExperimentProgress() as bars, \
             ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
         queue = manager.Queue()
         pending: dict = {}
 
-        def submit(arms: list[dict]) -> None:
+        def queue_up(arms: list[dict]) -> None:
             for arm in arms:
                 submitted.add(arm["name"])
                 bars.plan(arm["name"], arm_steps(exp, arm))
+            ready.extend(arms)
+            ready.sort(key=lambda a: schedule_key(exp, a))
+            while ready and len(pending) < exp.jobs:  # only as many as run at once
+                arm = ready.pop(0)
                 pending[pool.submit(_run_arm, exp, arm, queue)] = arm
 
-        submit(first)
+        queue_up(initial)
         try:
             while pending:
                 done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -324,10 +330,19 @@ def _execute(exp: Experiment, results: Results, progress) -> None:
                     arm = pending.pop(fut)
                     _record(arm, fut.result(), results, progress)
                     bars.finish(arm["name"])
-                submit(final_arms_ready())
+                queue_up(final_arms_ready())
         except BaseException:
             pool.shutdown(cancel_futures=True)  # a failed run stops the queue
             raise
+
+
+def schedule_key(exp: Experiment, arm: dict) -> tuple:
+    """Which ready run goes next: tuning runs first (in grid order), then seed-major, every
+    tier at seed 0 before any seed 1, so a partial experiment already compares the most."""
+    tuning = [a["name"] for a in exp.tuning_arms()]
+    if arm["name"] in tuning:
+        return (0, tuning.index(arm["name"]))
+    return (1, arm["seed"], exp.tiers.index(arm["tier"]), exp.kinds.index(arm["kind"]))
 
 
 def _record(arm: dict, points: list[Point], results: Results, progress) -> None:
