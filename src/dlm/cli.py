@@ -238,6 +238,18 @@ def cmd_steps_quality(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(ns: argparse.Namespace) -> int:
+    from . import load
+
+    dest = Path(ns.dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DLMError(f"{dest} exists and is not empty; choose a new directory")
+    model = load(ns.source, device="cpu", dtype=ns.dtype, strict=not ns.allow_unexpected)
+    model.save(dest)
+    print(f"{dest}: {model!r}")
+    return 0
+
+
 def cmd_info(ns: argparse.Namespace) -> int:
     from .models.formats import read_config
 
@@ -349,6 +361,12 @@ DATA_CONSTRAINED_EXAMPLES = """examples:
   dlm experiment data-constrained --protocol full --out runs/dc-full    # hours on a CPU
   dlm experiment data-constrained --scale gpu --protocol full          # a larger setting
 an interrupted experiment continues where it stopped: run the same command again
+"""
+
+CONVERT_EXAMPLES = """examples:
+  dlm convert ~/models/LLaDA-8B-Instruct runs/llada-8b --dtype bf16
+  dlm convert ~/models/Dream-v0-Instruct-7B runs/dream-7b
+dlm sample / infill / eval also load the published directory directly
 """
 
 INFO_EXAMPLES = """examples:
@@ -493,6 +511,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.set_defaults(func=cmd_steps_quality)
+
+    p = sub.add_parser("convert", help="a LLaDA / Dream checkpoint -> dlm's format",
+                       description="Read a published checkpoint directory (config.json, "
+                       "model.safetensors or shards + index, tokenizer.json) or a dlm one, and "
+                       "write it in dlm's format (safetensors).", epilog=CONVERT_EXAMPLES,
+                       formatter_class=fmt)
+    p.add_argument("source", help="checkpoint directory")
+    p.add_argument("dest", help="new directory (must not exist or be empty)")
+    p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="store the weights in this dtype (default: as stored)")
+    p.add_argument("--allow-unexpected", action="store_true",
+                   help="skip published tensors dlm has no place for instead of refusing")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="what a checkpoint holds",
                        description="Kind, parameter counts, tokenizer, data and training "

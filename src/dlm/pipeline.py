@@ -29,7 +29,7 @@ from .diffusion.likelihood import (
 )
 from .diffusion.objectives import attention_for
 from .errors import DLMError
-from .models.formats import load_model_dir, save_model_dir
+from .models.formats import load_checkpoint, save_model_dir
 from .models.transformer import Transformer
 from .sample.config import SampleConfig
 from .sample.driver import LogitsHook, TokensHook, denoise, generate, left_pad, logit_shift
@@ -106,7 +106,9 @@ class Model:
     # --- generation ---------------------------------------------------------------------------
     def sample_config(self, config: SampleConfig | None = None, blocks: bool = True,
                       **fields) -> SampleConfig:
-        return (config or SampleConfig()).replace(**fields).validate(blocks)
+        # a published checkpoint brings its authors' sampler defaults (config "generation")
+        base = config or SampleConfig(**self.config.get("generation", {}))
+        return base.replace(**fields).validate(blocks)
 
     def generate(self, prompt: str | list[str], trace: bool = False,
                  config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
@@ -338,12 +340,27 @@ class Model:
                         if k not in ("format", "format_version", "model", "tokenizer")})
 
 
-def load(path: str | Path, device: str = "auto", dtype: torch.dtype | None = None) -> Model:
-    """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``)."""
-    network, tokenizer, config = load_model_dir(path, device=resolve_device(device), dtype=dtype)
+def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str | None = None,
+         strict: bool = True) -> Model:
+    """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``), or a published
+    LLaDA / Dream directory (config.json + safetensors + tokenizer.json). ``dtype``: a torch
+    dtype or bf16 | fp16 | fp32 (default: as stored)."""
+    network, tokenizer, config = load_checkpoint(path, device=resolve_device(device),
+                                                 dtype=parse_dtype(dtype), strict=strict)
     network.default_attention = attention_for(config["kind"],
                                               config.get("objective", {}).get("block_size"))
     return Model(network, tokenizer, config)
+
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise DLMError(f"unknown dtype {dtype!r}; choose {', '.join(DTYPES)}")
+    return DTYPES[dtype]
 
 
 def _tokens_in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]],

@@ -105,10 +105,10 @@ class Tokenizer:
         byte_level = isinstance(self.hf.decoder, decoders.ByteLevel)
         out = np.zeros(self.vocab_size, dtype=np.int64)
         for tok, i in self.hf.get_vocab(with_added_tokens=True).items():
-            if i in (self.mask_id, self.pad_id):
-                continue
-            if i == self.eos_id:
+            if i == self.eos_id:  # first: some tokenizers pad with their EOS
                 out[i] = 1
+            elif i in (self.mask_id, self.pad_id):
+                continue
             elif byte_level and all(c in inverse for c in tok):
                 out[i] = len(tok)
             else:

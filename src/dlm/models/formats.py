@@ -100,3 +100,22 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
         network.to(dtype)
     network.eval()
     return network, tokenizer, config
+
+
+def is_dlm_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds our format (else it may be a Hugging Face model directory)."""
+    try:
+        return json.loads((Path(path) / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return True  # let read_config give the precise error
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None, strict: bool = True
+                    ) -> tuple[Transformer, Tokenizer, dict]:
+    """Our checkpoint directory, or a published LLaDA / Dream one (``models.hf``)."""
+    if is_dlm_dir(path):
+        return load_model_dir(path, device, dtype)
+    from .hf import load_hf_dir
+
+    return load_hf_dir(path, device, dtype, strict)

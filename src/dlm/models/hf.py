@@ -1,0 +1,266 @@
+"""Published diffusion LM checkpoints (Hugging Face layout) onto our ``Transformer``.
+
+A Hugging Face model directory holds ``config.json``, the weights as ``model.safetensors`` or as
+shards listed in ``model.safetensors.index.json``, and ``tokenizer.json``. Two architectures
+are mapped, both Llama-style decoders run without a causal mask:
+
+* **LLaDA** (``model_type: llada``; GSAI-ML/LLaDA-8B-*): OLMo-style names
+  (``model.transformer.blocks.N.ff_proj`` is the SiLU gate, ``up_proj`` the up projection,
+  ``ff_out`` the down projection, and the top-level ``model.transformer.ff_out`` the head);
+* **Dream** (``model_type: Dream``; Dream-org/Dream-v0-*-7B): Qwen2 names, q/k/v with bias,
+  and logits shifted by one (slot i's token is read from the logits at i - 1).
+
+Only names are changed: no tensor is transposed or split. Weights are read tensor by tensor
+from safetensors in their stored dtype (or cast to ``dtype`` one at a time), so no full fp32
+copy is made. Every published tensor must map to one of ours and every one of ours must be
+present with the right shape; otherwise the error names the file and the key.
+
+    network, tokenizer, config = load_hf_dir("path/to/LLaDA-8B-Instruct", dtype=torch.bfloat16)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..data.tokenizer import Tokenizer
+from ..errors import DLMError
+from .transformer import Transformer, TransformerConfig
+
+INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
+
+_LB = r"model\.transformer\.blocks\.(\d+)\."  # a LLaDA block
+_DL = r"model\.layers\.(\d+)\."  # a Dream layer
+
+# (published name pattern, our name); the first match wins, None = known and ignored
+RENAMES: dict[str, list[tuple[str, str | None]]] = {
+    "llada": [
+        (r"model\.transformer\.wte\.weight", "embed_tokens.weight"),
+        (r"model\.transformer\.ln_f\.weight", "norm.weight"),
+        (r"model\.transformer\.ff_out\.weight", "lm_head.weight"),  # the head, not a block's
+        (_LB + r"attn_norm\.weight", r"blocks.\1.attn_norm.weight"),
+        (_LB + r"([qkv])_proj\.weight", r"blocks.\1.attn.\2_proj.weight"),
+        (_LB + r"attn_out\.weight", r"blocks.\1.attn.o_proj.weight"),
+        (_LB + r"ff_norm\.weight", r"blocks.\1.mlp_norm.weight"),
+        (_LB + r"ff_proj\.weight", r"blocks.\1.mlp.gate_proj.weight"),  # through SiLU
+        (_LB + r"up_proj\.weight", r"blocks.\1.mlp.up_proj.weight"),
+        (_LB + r"ff_out\.weight", r"blocks.\1.mlp.down_proj.weight"),
+    ],
+    "dream": [
+        (r"model\.embed_tokens\.weight", "embed_tokens.weight"),
+        (r"model\.norm\.weight", "norm.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+        (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+        (_DL + r"self_attn\.([qkv])_proj\.(weight|bias)", r"blocks.\1.attn.\2_proj.\3"),
+        (_DL + r"self_attn\.o_proj\.weight", r"blocks.\1.attn.o_proj.weight"),
+        (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
+        (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),
+        (r".*rotary_emb\.inv_freq", None),  # a recomputed buffer some exports include
+    ],
+}
+
+# the published samplers' defaults (LLaDA's generate.py / Dream's generation_config.json)
+GENERATION_DEFAULTS = {
+    "llada": {"steps": 128, "gen_length": 128, "block_length": 32, "temperature": 0.0,
+              "remasking": "low_confidence"},
+    "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin"},
+}
+
+
+def architecture(config: dict, where: Path) -> str:
+    """'llada' or 'dream' from a Hugging Face config.json; anything else is refused."""
+    names = [str(config.get("model_type", "")).lower(),
+             *(str(a).lower() for a in config.get("architectures") or [])]
+    if any(n.startswith("llada") for n in names):
+        return "llada"
+    if any(n.startswith("dream") for n in names):
+        return "dream"
+    raise DLMError(f"{where}: unknown architecture (model_type {config.get('model_type')!r}, "
+                   f"architectures {config.get('architectures')}); dlm loads LLaDA and Dream "
+                   "checkpoints and its own")
+
+
+def _need(config: dict, key: str, where: Path):
+    if config.get(key) is None:
+        raise DLMError(f"{where}: config.json lacks {key!r}")
+    return config[key]
+
+
+def translate_config(arch: str, c: dict, where: Path) -> TransformerConfig:
+    """Our network config from a published config.json (unsupported variants refused)."""
+    if arch == "llada":
+        refuse = {"alibi": True, "rope": False, "attention_layer_norm": True,
+                  "scale_logits": True, "input_emb_norm": True, "include_bias": True}
+        for key, bad in refuse.items():
+            if c.get(key, not bad) == bad:
+                raise DLMError(f"{where}: {key}={bad} is not supported")
+        if c.get("layer_norm_type", "rms") != "rms":
+            raise DLMError(f"{where}: layer_norm_type {c['layer_norm_type']!r} is not supported")
+        if c.get("activation_type", "silu") != "silu" or c.get("block_type", "llama") != "llama":
+            raise DLMError(f"{where}: only the llama block with SiLU gating is supported "
+                           f"(activation_type {c.get('activation_type')!r}, block_type "
+                           f"{c.get('block_type')!r})")
+        if c.get("block_group_size", 1) != 1:
+            raise DLMError(f"{where}: block_group_size {c['block_group_size']} is not supported")
+        d = _need(c, "d_model", where)
+        n_heads = _need(c, "n_heads", where)
+        return TransformerConfig(
+            vocab_size=c.get("embedding_size") or _need(c, "vocab_size", where), d_model=d,
+            n_layers=_need(c, "n_layers", where), n_heads=n_heads,
+            n_kv_heads=c.get("n_kv_heads") or n_heads,
+            d_ff=c.get("mlp_hidden_size") or int(c.get("mlp_ratio", 4) * d),
+            max_seq_len=c.get("max_sequence_length", 4096),
+            rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=c.get("rms_norm_eps", 1e-5),
+            qkv_bias=bool(c.get("include_qkv_bias", False)),
+            tie_embeddings=bool(c.get("weight_tying", False)))
+    if c.get("rope_scaling"):
+        raise DLMError(f"{where}: rope_scaling {c['rope_scaling']} is not supported")
+    if c.get("use_sliding_window"):
+        raise DLMError(f"{where}: sliding-window attention is not supported")
+    if c.get("hidden_act", "silu") != "silu":
+        raise DLMError(f"{where}: hidden_act {c['hidden_act']!r} is not supported")
+    n_heads = _need(c, "num_attention_heads", where)
+    return TransformerConfig(
+        vocab_size=_need(c, "vocab_size", where), d_model=_need(c, "hidden_size", where),
+        n_layers=_need(c, "num_hidden_layers", where), n_heads=n_heads,
+        n_kv_heads=c.get("num_key_value_heads") or n_heads,
+        d_ff=_need(c, "intermediate_size", where),
+        # the config inherits Qwen2.5's 131072 positions; Dream was trained at 2048
+        max_seq_len=min(c.get("max_position_embeddings", 2048), 2048),
+        rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=c.get("rms_norm_eps", 1e-6),
+        qkv_bias=True, tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+        shift_logits=True)
+
+
+def our_name(arch: str, name: str) -> str | None | bool:
+    """Our parameter name for a published one; None: known and ignored; False: unknown."""
+    for pattern, target in RENAMES[arch]:
+        if re.fullmatch(pattern, name):
+            return None if target is None else re.sub(pattern, target, name)
+    return False
+
+
+def weight_files(path: Path) -> dict[str, Path]:
+    """Published tensor name -> the safetensors file holding it (single file or shards)."""
+    index = path / INDEX_FILE
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DLMError(f"{index}: not a safetensors index ({e})") from None
+        files = {name: path / f for name, f in weight_map.items()}
+        for f in sorted(set(files.values())):
+            if not f.is_file():
+                raise DLMError(f"{index}: shard {f.name} is missing")
+        return files
+    single = path / SINGLE_FILE
+    if not single.is_file():
+        raise DLMError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}")
+    try:
+        with safe_open(str(single), framework="pt") as f:
+            return {name: single for name in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise DLMError(f"{single}: cannot read weights ({e})") from None
+
+
+def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
+    """``tokenizer.json`` with the config's mask / EOS / pad ids, which must exist in it."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        raise DLMError(f"{path}: no tokenizer.json (for a slow tokenizer, save the fast one "
+                       "with transformers: AutoTokenizer.from_pretrained(path)."
+                       "save_pretrained(path))")
+    try:
+        hf = HFTokenizer.from_file(str(file))
+    except Exception as e:  # the Rust side raises plain Exceptions
+        raise DLMError(f"cannot read tokenizer {file}: {e}") from None
+    mask_id = _need(config, "mask_token_id", path / "config.json")
+    eos_id = _need(config, "eos_token_id", path / "config.json")
+    pad_id = config.get("pad_token_id", eos_id)
+    names = {}
+    for role, i in (("mask", mask_id), ("eos", eos_id), ("pad", pad_id)):
+        token = hf.id_to_token(int(i))
+        if token is None:
+            raise DLMError(f"{file}: the tokenizer lacks the {role} token (id {i} in "
+                           "config.json)")
+        if i >= vocab_size:
+            raise DLMError(f"{file}: {role} id {i} is outside the model's {vocab_size} rows")
+        names[role] = token
+    return Tokenizer(hf, kind="custom", mask_token=names["mask"], eos_token=names["eos"],
+                     pad_token=names["pad"])
+
+
+def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None, strict: bool = True
+                ) -> tuple[Transformer, Tokenizer, dict]:
+    """Load a LLaDA or Dream directory. ``strict=False`` tolerates published tensors we have
+    no place for (they are skipped); a tensor we need that is missing is always an error."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    try:
+        hf_config = json.loads(cfg_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DLMError(f"{cfg_file}: cannot read ({e})") from None
+    arch = architecture(hf_config, cfg_file)
+    try:
+        net_cfg = translate_config(arch, hf_config, cfg_file)
+    except (TypeError, ValueError) as e:
+        raise DLMError(f"{cfg_file}: bad model shape ({e})") from None
+    tokenizer = hf_tokenizer(path, hf_config, net_cfg.vocab_size)
+    with torch.device("meta"):
+        network = Transformer(net_cfg)
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    if net_cfg.tie_embeddings:
+        expected.pop("lm_head.weight")
+    files = weight_files(path)
+    state: dict[str, torch.Tensor] = {}
+    source: dict[str, str] = {}
+    by_file: dict[Path, list[str]] = {}
+    for name, f in files.items():
+        by_file.setdefault(f, []).append(name)
+    for f, names in sorted(by_file.items()):
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as sf:
+                present = set(sf.keys())
+                for name in names:
+                    ours = our_name(arch, name)
+                    if ours is None:
+                        continue
+                    if ours is False or ours not in expected:
+                        if strict:
+                            raise DLMError(f"{f.name}: unexpected tensor {name!r} for a {arch} "
+                                           "model (load with strict=False to skip it)")
+                        continue
+                    if name not in present:
+                        raise DLMError(f"{f.name}: tensor {name!r} is listed in the index but "
+                                       "missing from the file")
+                    tensor = sf.get_tensor(name)
+                    if tuple(tensor.shape) != expected[ours]:
+                        raise DLMError(f"{f.name}: {name} has shape {tuple(tensor.shape)}, "
+                                       f"config.json implies {expected[ours]}")
+                    state[ours] = tensor if dtype is None else tensor.to(dtype)
+                    source[ours] = name
+        except (SafetensorError, OSError) as e:
+            raise DLMError(f"{f}: cannot read weights ({e})") from None
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise DLMError(f"{path}: the checkpoint lacks {len(missing)} tensor(s) a {arch} model "
+                       f"needs, e.g. {missing[0]!r}")
+    network.load_state_dict(state, strict=False, assign=True)
+    if net_cfg.tie_embeddings:
+        network.lm_head.weight = network.embed_tokens.weight
+    network.to(device)
+    network.eval()
+    config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
+              "source": {"format": arch, "path": str(path),
+                         "model_type": hf_config.get("model_type")},
+              "generation": GENERATION_DEFAULTS[arch],
+              "params": {"total": network.num_params(),
+                         "non_embedding": network.num_params(non_embedding=True)}}
+    return network, tokenizer, config

@@ -1,0 +1,276 @@
+"""Published checkpoints (LLaDA, Dream): tiny random checkpoints written with the published
+parameter names, shapes, config keys and file layout, loaded by dlm and compared with a
+straightforward forward pass written here from each architecture's equations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers
+
+import dlm
+from dlm.errors import DLMError
+
+WORDS = [f"w{i}" for i in range(44)]
+V = 64  # embedding rows (more than the tokenizer's 48 tokens, as in the real checkpoints)
+MASK, EOS = 45, 46  # ids in the tokenizer and in config.json
+
+
+def write_tokenizer(path, mask_token="<|mdm_mask|>", eos_token="<|endoftext|>"):
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    vocab.update({"<unk>": 44, mask_token: MASK, eos_token: EOS, "<x>": 47})
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(path / "tokenizer.json"))
+
+
+def randn(*shape, scale=0.3, g):
+    return torch.randn(*shape, generator=g) * scale
+
+
+def llada_weights(d=32, layers=2, heads=4, ff=48, seed=0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd = {"model.transformer.wte.weight": randn(V, d, scale=1.0, g=g),
+          "model.transformer.ln_f.weight": 1 + randn(d, scale=0.1, g=g),
+          "model.transformer.ff_out.weight": randn(V, d, g=g)}
+    for i in range(layers):
+        p = f"model.transformer.blocks.{i}."
+        sd.update({p + "attn_norm.weight": 1 + randn(d, scale=0.1, g=g),
+                   p + "q_proj.weight": randn(d, d, g=g), p + "k_proj.weight": randn(d, d, g=g),
+                   p + "v_proj.weight": randn(d, d, g=g), p + "attn_out.weight": randn(d, d, g=g),
+                   p + "ff_norm.weight": 1 + randn(d, scale=0.1, g=g),
+                   p + "ff_proj.weight": randn(ff, d, g=g), p + "up_proj.weight": randn(ff, d, g=g),
+                   p + "ff_out.weight": randn(d, ff, g=g)})
+    return sd
+
+
+LLADA_CONFIG = {
+    "architectures": ["LLaDAModelLM"], "model_type": "llada", "activation_type": "silu",
+    "alibi": False, "attention_layer_norm": False, "block_group_size": 1, "block_type": "llama",
+    "d_model": 32, "embedding_size": V, "vocab_size": V, "eos_token_id": EOS,
+    "pad_token_id": EOS, "mask_token_id": MASK, "include_bias": False,
+    "include_qkv_bias": False, "input_emb_norm": False, "layer_norm_type": "rms",
+    "rms_norm_eps": 1e-5, "max_sequence_length": 128, "mlp_hidden_size": 48, "mlp_ratio": 4,
+    "n_heads": 4, "n_kv_heads": 4, "n_layers": 2, "rope": True, "rope_theta": 500000.0,
+    "scale_logits": False, "weight_tying": False}
+
+
+def dream_weights(d=32, layers=2, heads=4, kv=2, ff=48, seed=1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    hd = d // heads
+    sd = {"model.embed_tokens.weight": randn(V, d, scale=1.0, g=g),
+          "model.norm.weight": 1 + randn(d, scale=0.1, g=g),
+          "lm_head.weight": randn(V, d, g=g)}
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        sd.update({p + "input_layernorm.weight": 1 + randn(d, scale=0.1, g=g),
+                   p + "self_attn.q_proj.weight": randn(d, d, g=g),
+                   p + "self_attn.q_proj.bias": randn(d, g=g),
+                   p + "self_attn.k_proj.weight": randn(kv * hd, d, g=g),
+                   p + "self_attn.k_proj.bias": randn(kv * hd, g=g),
+                   p + "self_attn.v_proj.weight": randn(kv * hd, d, g=g),
+                   p + "self_attn.v_proj.bias": randn(kv * hd, g=g),
+                   p + "self_attn.o_proj.weight": randn(d, d, g=g),
+                   p + "post_attention_layernorm.weight": 1 + randn(d, scale=0.1, g=g),
+                   p + "mlp.gate_proj.weight": randn(ff, d, g=g),
+                   p + "mlp.up_proj.weight": randn(ff, d, g=g),
+                   p + "mlp.down_proj.weight": randn(d, ff, g=g)})
+    return sd
+
+
+DREAM_CONFIG = {
+    "architectures": ["DreamModel"], "model_type": "Dream", "hidden_act": "silu",
+    "hidden_size": 32, "intermediate_size": 48, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "num_hidden_layers": 2, "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0, "rope_scaling": None, "tie_word_embeddings": False,
+    "vocab_size": V, "max_position_embeddings": 131072, "mask_token_id": MASK,
+    "bos_token_id": EOS, "eos_token_id": EOS, "pad_token_id": EOS, "use_sliding_window": False}
+
+
+def write_checkpoint(path, config, weights, shards=1, tokenizer=True):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    if tokenizer:
+        write_tokenizer(path)
+    names = sorted(weights)
+    if shards == 1:
+        save_file(weights, str(path / "model.safetensors"))
+        return path
+    weight_map = {}
+    for s in range(shards):
+        part = names[s::shards]
+        file = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({n: weights[n] for n in part}, str(path / file))
+        weight_map.update({n: file for n in part})
+    (path / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    return path
+
+
+# -- the reference: each architecture's equations, written out -------------------------------
+
+def rms(x, w, eps):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+
+def rope(x, theta):
+    """Rotate-half RoPE over [B, H, T, D] at positions 0..T-1."""
+    D, T = x.shape[-1], x.shape[-2]
+    inv = 1.0 / theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D)
+    freqs = torch.outer(torch.arange(T, dtype=torch.float64), inv)
+    cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
+    x1, x2 = x[..., :D // 2], x[..., D // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+def attend(h, wq, wk, wv, wo, heads, kv, theta, bq=0.0, bk=0.0, bv=0.0):
+    B, T, d = h.shape
+    hd = d // heads
+    q = (h @ wq.T + bq).view(B, T, heads, hd).transpose(1, 2)
+    k = (h @ wk.T + bk).view(B, T, kv, hd).transpose(1, 2)
+    v = (h @ wv.T + bv).view(B, T, kv, hd).transpose(1, 2)
+    k, v = k.repeat_interleave(heads // kv, 1), v.repeat_interleave(heads // kv, 1)  # HF repeat_kv
+    q, k = rope(q, theta), rope(k, theta)
+    p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), -1)  # no causal mask
+    return (p @ v).transpose(1, 2).reshape(B, T, d) @ wo.T
+
+
+def llada_reference(sd, ids):
+    sd = {k: v.double() for k, v in sd.items()}
+    c, eps = LLADA_CONFIG, LLADA_CONFIG["rms_norm_eps"]
+    x = sd["model.transformer.wte.weight"][ids]
+    for i in range(c["n_layers"]):
+        p = f"model.transformer.blocks.{i}."
+        h = rms(x, sd[p + "attn_norm.weight"], eps)
+        x = x + attend(h, sd[p + "q_proj.weight"], sd[p + "k_proj.weight"],
+                       sd[p + "v_proj.weight"], sd[p + "attn_out.weight"], c["n_heads"],
+                       c["n_kv_heads"], c["rope_theta"])
+        n = rms(x, sd[p + "ff_norm.weight"], eps)
+        gate, up = n @ sd[p + "ff_proj.weight"].T, n @ sd[p + "up_proj.weight"].T
+        x = x + (F.silu(gate) * up) @ sd[p + "ff_out.weight"].T
+    x = rms(x, sd["model.transformer.ln_f.weight"], eps)
+    return x @ sd["model.transformer.ff_out.weight"].T
+
+
+def dream_reference(sd, ids):
+    """Dream's network output (before its sampler shifts the logits by one)."""
+    sd = {k: v.double() for k, v in sd.items()}
+    c, eps = DREAM_CONFIG, DREAM_CONFIG["rms_norm_eps"]
+    x = sd["model.embed_tokens.weight"][ids]
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn."
+        h = rms(x, sd[f"model.layers.{i}.input_layernorm.weight"], eps)
+        x = x + attend(h, sd[p + "q_proj.weight"], sd[p + "k_proj.weight"],
+                       sd[p + "v_proj.weight"], sd[p + "o_proj.weight"],
+                       c["num_attention_heads"], c["num_key_value_heads"], c["rope_theta"],
+                       sd[p + "q_proj.bias"], sd[p + "k_proj.bias"], sd[p + "v_proj.bias"])
+        m = f"model.layers.{i}.mlp."
+        n = rms(x, sd[f"model.layers.{i}.post_attention_layernorm.weight"], eps)
+        x = x + (F.silu(n @ sd[m + "gate_proj.weight"].T) * (n @ sd[m + "up_proj.weight"].T)) \
+            @ sd[m + "down_proj.weight"].T
+    return rms(x, sd["model.norm.weight"], eps) @ sd["lm_head.weight"].T
+
+
+IDS = torch.tensor([[3, 17, MASK, 8, MASK, 40, 2, 11], [5, MASK, MASK, 1, 0, 33, 9, 21]])
+
+
+def logits_of(model, ids=IDS):
+    with torch.no_grad():
+        return model.network(ids).double()
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_llada_loads_and_matches_the_reference(tmp_path, shards):
+    sd = llada_weights()
+    path = write_checkpoint(tmp_path / "llada", LLADA_CONFIG, sd, shards=shards)
+    model = dlm.load(path, device="cpu")
+    assert model.kind == "mdlm" and model.mask_id == MASK and model.eos_id == EOS
+    assert not model.network.config.shift_logits and model.network.config.d_ff == 48
+    torch.testing.assert_close(logits_of(model), llada_reference(sd, IDS), atol=1e-4, rtol=1e-4)
+    # the comparison is sensitive: gate and up swapped gives other logits
+    blk = model.network.blocks[0].mlp
+    blk.gate_proj.weight.data, blk.up_proj.weight.data = blk.up_proj.weight.data, \
+        blk.gate_proj.weight.data
+    assert not torch.allclose(logits_of(model), llada_reference(sd, IDS), atol=1e-2)
+
+
+def test_dream_loads_matches_the_reference_and_reads_logits_one_slot_early(tmp_path):
+    sd = dream_weights()
+    path = write_checkpoint(tmp_path / "dream", DREAM_CONFIG, sd)
+    model = dlm.load(path, device="cpu")
+    cfg = model.network.config
+    assert cfg.qkv_bias and cfg.shift_logits and cfg.n_kv_heads == 2 and cfg.max_seq_len == 2048
+    torch.testing.assert_close(logits_of(model), dream_reference(sd, IDS), atol=1e-4, rtol=1e-4)
+    # one greedy step fills the slot after the prompt from the logits of the prompt's last
+    # token (the sampler puts a BOS, here EOS, before the canvas of a shifted model)
+    prompt = [3, 17, 8, 40]
+    out = model.generate(model.tokenizer.decode(prompt), steps=1, gen_length=1, block_length=1,
+                         temperature=0.0, remasking="low_confidence")
+    ref = dream_reference(sd, torch.tensor([[EOS, *prompt, MASK]]))[0]
+    ref[:, [MASK, EOS]] = -math.inf  # never drawn (EOS is also the pad token here)
+    shifted, unshifted = ref[len(prompt)].argmax().item(), ref[len(prompt) + 1].argmax().item()
+    assert shifted != unshifted  # so a missing shift would fail here
+    assert out.tokens[0] == [shifted]
+
+
+def test_convert_writes_our_format_and_keeps_the_sampler_defaults(tmp_path, capsys):
+    from dlm.cli import main
+
+    sd = llada_weights()
+    src = write_checkpoint(tmp_path / "llada", LLADA_CONFIG, sd, shards=2)
+    assert main(["convert", str(src), str(tmp_path / "ours"), "--dtype", "bf16"]) == 0
+    ours = dlm.load(tmp_path / "ours", device="cpu")
+    assert ours.network.embed_tokens.weight.dtype == torch.bfloat16
+    assert ours.sample_config().block_length == 32  # LLaDA's published defaults came along
+    torch.testing.assert_close(logits_of(ours), llada_reference(sd, IDS), atol=0.3, rtol=0.1)
+    assert main(["info", str(tmp_path / "ours")]) == 0
+    assert main(["convert", str(src), str(tmp_path / "ours")]) == 2  # never overwrites
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_damaged_or_foreign_checkpoints_are_refused_by_file_and_key(tmp_path, capsys):
+    from dlm.cli import main
+
+    def refused(name, config=LLADA_CONFIG, weights=None, shards=1, edit=None, **kw):
+        path = write_checkpoint(tmp_path / name, config, weights or llada_weights(), shards)
+        if edit:
+            edit(path)
+        with pytest.raises(DLMError) as e:
+            dlm.load(path, device="cpu", **kw)
+        return str(e.value)
+
+    msg = refused("shard", shards=2,
+                  edit=lambda p: (p / "model-00002-of-00002.safetensors").unlink())
+    assert "shard model-00002-of-00002.safetensors is missing" in msg
+    wrong = llada_weights()
+    wrong["model.transformer.blocks.1.up_proj.weight"] = torch.zeros(40, 32)
+    msg = refused("shape", weights=wrong)
+    assert "model.safetensors" in msg and "blocks.1.up_proj.weight has shape (40, 32)" in msg
+    missing = llada_weights()
+    del missing["model.transformer.blocks.0.attn_out.weight"]
+    assert "blocks.0.attn.o_proj.weight" in refused("missing", weights=missing)
+    extra = {**llada_weights(), "model.transformer.blocks.0.q_norm.weight": torch.ones(32)}
+    msg = refused("extra", weights=extra)
+    assert "unexpected tensor 'model.transformer.blocks.0.q_norm.weight'" in msg
+    assert dlm.load(tmp_path / "extra", device="cpu", strict=False).kind == "mdlm"
+    assert "unknown architecture" in refused("gpt", config={**LLADA_CONFIG,
+                                                            "model_type": "gpt2",
+                                                            "architectures": ["GPT2LMHeadModel"]})
+    assert "lacks the mask token (id 60" in refused("tok", config={**LLADA_CONFIG,
+                                                                   "mask_token_id": 60})
+    assert "no tokenizer.json" in refused(
+        "notok", edit=lambda p: (p / "tokenizer.json").unlink())
+    assert "alibi=True is not supported" in refused("alibi", config={**LLADA_CONFIG,
+                                                                     "alibi": True})
+    # the CLI says it in one line
+    assert main(["convert", str(tmp_path / "shape"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "has shape (40, 32)" in err and err.count("\n") == 1
