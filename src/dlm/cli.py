@@ -97,7 +97,7 @@ def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
             raise DLMError(f"--trace {ns.trace}: use a .json or .html file name")
         if not Path(ns.trace).resolve().parent.is_dir():
             raise DLMError(f"--trace {ns.trace}: the folder does not exist")
-    model = load(ns.checkpoint, device=ns.device)
+    model = load(ns.checkpoint, device=ns.device, dtype=ns.dtype)
     fields = given(ns, SampleConfig)
     out = run(model, inputs if len(inputs) > 1 else inputs[0],
               trace=ns.animate or ns.trace is not None, **fields)
@@ -161,7 +161,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         raise DLMError("give at least one checkpoint (or --check-elbo)")
     results = []
     for path in ns.checkpoints:
-        model = load(path, device=ns.device)
+        model = load(path, device=ns.device, dtype=ns.dtype)
         results.append((path, model.evaluate(ns.data, ns.eval_tokens, ns.t_samples, ns.seed)))
     if ns.json:
         print(json.dumps([{"checkpoint": p, **r.to_dict()} for p, r in results], indent=2))
@@ -426,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "page that replays the denoising)")
         p.add_argument("--json", action="store_true", help="print the result as JSON")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+        p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                       help="weights dtype (default: as stored)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="held-out bits/byte of one or more checkpoints",
@@ -444,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the mask draws")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="weights dtype (default: as stored)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("experiment", help="multi-run studies: data-constrained, steps-quality",

@@ -274,3 +274,31 @@ def test_damaged_or_foreign_checkpoints_are_refused_by_file_and_key(tmp_path, ca
     assert main(["convert", str(tmp_path / "shape"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "has shape (40, 32)" in err and err.count("\n") == 1
+
+
+def test_hub_ids_are_explicit_and_fetch_only_safetensors(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from dlm.models.formats import hub_snapshot
+
+    assert hub_snapshot("runs/tiny") == __import__("pathlib").Path("runs/tiny")  # never online
+    src = write_checkpoint(tmp_path / "snap", LLADA_CONFIG, llada_weights())
+    calls = []
+
+    def fake_download(repo, allow_patterns):
+        calls.append((repo, allow_patterns))
+        return str(src)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = dlm.load("hf:GSAI-ML/LLaDA-8B-Instruct", device="cpu")
+    assert model.mask_id == MASK
+    repo, patterns = calls[0]
+    assert repo == "GSAI-ML/LLaDA-8B-Instruct" and "*.safetensors" in patterns
+    assert not any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in patterns)
+
+    def offline(repo, allow_patterns):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(DLMError, match="cannot download GSAI-ML/x from the Hugging Face Hub"):
+        dlm.load("hf:GSAI-ML/x", device="cpu")

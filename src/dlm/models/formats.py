@@ -113,9 +113,31 @@ def is_dlm_dir(path: str | Path) -> bool:
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None, strict: bool = True
                     ) -> tuple[Transformer, Tokenizer, dict]:
-    """Our checkpoint directory, or a published LLaDA / Dream one (``models.hf``)."""
+    """Our checkpoint directory, or a published LLaDA / Dream one (``models.hf``);
+    ``hf:owner/name`` is downloaded from the Hub first (optional huggingface_hub)."""
+    path = hub_snapshot(path)
     if is_dlm_dir(path):
         return load_model_dir(path, device, dtype)
     from .hf import load_hf_dir
 
     return load_hf_dir(path, device, dtype, strict)
+
+
+def hub_snapshot(path: str | Path) -> Path:
+    """``path`` itself, or for ``hf:owner/name`` the local snapshot of that Hub repository's
+    config, tokenizer and safetensors files (never pickled weights). Only an explicit ``hf:``
+    goes online, so a mistyped local path is never looked up on the Hub."""
+    text = str(path)
+    if not text.startswith("hf:"):
+        return Path(path)
+    repo = text[3:]
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise DLMError(f"{text}: downloading from the Hugging Face Hub needs huggingface_hub "
+                       "(pip install 'dlm[hf]')") from None
+    try:
+        return Path(snapshot_download(repo, allow_patterns=[
+            "*.json", "*.safetensors", "tokenizer*", "*.txt"]))
+    except Exception as e:  # offline, unknown repo, gated model, ...
+        raise DLMError(f"cannot download {repo} from the Hugging Face Hub: {e}") from None
