@@ -245,8 +245,12 @@ def cmd_convert(ns: argparse.Namespace) -> int:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DLMError(f"{dest} exists and is not empty; choose a new directory")
     model = load(ns.source, device="cpu", dtype=ns.dtype, strict=not ns.allow_unexpected)
-    model.save(dest)
-    print(f"{dest}: {model!r}")
+    if ns.to == "hf":
+        arch = model.save_pretrained(dest)
+        print(f"{dest}: {model!r} in the {arch} layout")
+    else:
+        model.save(dest)
+        print(f"{dest}: {model!r}")
     return 0
 
 
@@ -366,6 +370,7 @@ an interrupted experiment continues where it stopped: run the same command again
 CONVERT_EXAMPLES = """examples:
   dlm convert ~/models/LLaDA-8B-Instruct runs/llada-8b --dtype bf16
   dlm convert ~/models/Dream-v0-Instruct-7B runs/dream-7b
+  dlm convert runs/tiny runs/tiny-hf --to hf      # LLaDA layout + generation_config.json
 dlm sample / infill / eval also load the published directory directly
 """
 
@@ -527,6 +532,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the weights in this dtype (default: as stored)")
     p.add_argument("--allow-unexpected", action="store_true",
                    help="skip published tensors dlm has no place for instead of refusing")
+    p.add_argument("--to", default="dlm", choices=("dlm", "hf"),
+                   help="dlm: our format; hf: the published LLaDA layout (Dream for "
+                   "shifted-logit models) with generation_config.json holding the sampler "
+                   "defaults")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="what a checkpoint holds",

@@ -334,6 +334,20 @@ class Model:
                             t_samples=t_samples, seed=seed, batch_size=batch_size,
                             block_size=self.block_size)
 
+    def save_pretrained(self, path: str | Path) -> str:
+        """Write the published layout (LLaDA, or Dream for shifted-logit models) with a
+        generation_config.json holding this model's sampler defaults; dlm.load reads it back.
+        Returns the architecture written."""
+        from dataclasses import asdict
+
+        from .models.hf import export_hf
+
+        defaults = {k: v for k, v in asdict(self.sample_config()).items()
+                    if v is not None and k in ("steps", "gen_length", "block_length",
+                                                "remasking", "temperature", "top_k", "top_p",
+                                                "alg_temp", "threshold", "cfg_scale")}
+        return export_hf(path, self.network, self.tokenizer, self.config, defaults)
+
     def save(self, path: str | Path) -> None:
         save_model_dir(path, self.network, self.tokenizer,
                        {k: v for k, v in self.config.items()

@@ -302,3 +302,46 @@ def test_hub_ids_are_explicit_and_fetch_only_safetensors(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(DLMError, match="cannot download GSAI-ML/x from the Hugging Face Hub"):
         dlm.load("hf:GSAI-ML/x", device="cpu")
+
+
+@pytest.mark.parametrize("arch", ["llada", "dream"])
+def test_export_to_the_published_layout_round_trips(tmp_path, arch):
+    config, weights = (LLADA_CONFIG, llada_weights()) if arch == "llada" else \
+        (DREAM_CONFIG, dream_weights())
+    model = dlm.load(write_checkpoint(tmp_path / "src", config, weights), device="cpu")
+    assert model.save_pretrained(tmp_path / "out") == arch
+    back = dlm.load(tmp_path / "out", device="cpu")
+    torch.testing.assert_close(logits_of(back), logits_of(model), atol=0, rtol=0)
+    assert back.network.config == model.network.config
+    written = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert written["mask_token_id"] == MASK and written["model_type"] == config["model_type"]
+    # the published names themselves, so the authors' code would find them too
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == set(weights)
+
+
+def test_our_models_export_with_their_sampler_defaults(tmp_path, trained, capsys):
+    from dlm.cli import main
+
+    ours = dlm.load(trained["mdlm"], device="cpu")
+    assert main(["convert", str(trained["mdlm"]), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert gen["steps"] == ours.sample_config().steps and gen["mask_token_id"] == ours.mask_id
+    back = dlm.load(tmp_path / "hf", device="cpu")
+    assert back.network.config.tie_embeddings  # stored once, tied again on load
+    ids = torch.tensor([[5, 6, ours.mask_id, 7]])
+    torch.testing.assert_close(logits_of(back, ids), logits_of(ours, ids), atol=0, rtol=0)
+    assert main(["convert", str(trained["ar"]), str(tmp_path / "ar"), "--to", "hf"]) == 2
+    assert "only masked-diffusion models" in capsys.readouterr().err
+
+
+def test_dream_generation_config_sets_the_sampler(tmp_path):
+    path = write_checkpoint(tmp_path / "d", DREAM_CONFIG, dream_weights())
+    (path / "generation_config.json").write_text(json.dumps(
+        {"alg": "maskgit_plus", "steps": 64, "max_new_tokens": 32, "temperature": 0.2,
+         "top_p": 0.95, "bos_token_id": EOS}))
+    cfg = dlm.load(path, device="cpu").sample_config()
+    assert (cfg.remasking, cfg.steps, cfg.gen_length, cfg.temperature, cfg.top_p) == \
+        ("low_confidence", 64, 32, 0.2, 0.95)

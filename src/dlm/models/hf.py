@@ -43,7 +43,7 @@ RENAMES: dict[str, list[tuple[str, str | None]]] = {
         (r"model\.transformer\.ln_f\.weight", "norm.weight"),
         (r"model\.transformer\.ff_out\.weight", "lm_head.weight"),  # the head, not a block's
         (_LB + r"attn_norm\.weight", r"blocks.\1.attn_norm.weight"),
-        (_LB + r"([qkv])_proj\.weight", r"blocks.\1.attn.\2_proj.weight"),
+        (_LB + r"([qkv])_proj\.(weight|bias)", r"blocks.\1.attn.\2_proj.\3"),
         (_LB + r"attn_out\.weight", r"blocks.\1.attn.o_proj.weight"),
         (_LB + r"ff_norm\.weight", r"blocks.\1.mlp_norm.weight"),
         (_LB + r"ff_proj\.weight", r"blocks.\1.mlp.gate_proj.weight"),  # through SiLU
@@ -69,6 +69,35 @@ GENERATION_DEFAULTS = {
               "remasking": "low_confidence"},
     "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin"},
 }
+
+
+# generation_config.json keys (Dream's and ours) -> SampleConfig fields
+_GENERATION_KEYS = {"alg": "remasking", "max_new_tokens": "gen_length"}
+_DREAM_ALGS = {"maskgit_plus": "low_confidence", "topk_margin": "margin"}  # same rules
+
+
+def generation_defaults(path: Path, arch: str) -> dict:
+    """Sampler defaults: the published recipe, updated by the sampler fields a
+    generation_config.json holds (Dream's alg / max_new_tokens / steps / temperature / top_p,
+    or the fields dlm's own export writes)."""
+    from dataclasses import fields
+
+    from ..sample.config import SampleConfig
+
+    out = dict(GENERATION_DEFAULTS[arch])
+    file = path / "generation_config.json"
+    if not file.is_file():
+        return out
+    try:
+        given = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+    names = {f.name for f in fields(SampleConfig)}
+    for key, value in given.items():
+        name = _GENERATION_KEYS.get(key, key)
+        if name in names and value is not None:
+            out[name] = _DREAM_ALGS.get(value, value) if name == "remasking" else value
+    return out
 
 
 def architecture(config: dict, where: Path) -> str:
@@ -260,7 +289,97 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
               "source": {"format": arch, "path": str(path),
                          "model_type": hf_config.get("model_type")},
-              "generation": GENERATION_DEFAULTS[arch],
+              "generation": generation_defaults(path, arch),
               "params": {"total": network.num_params(),
                          "non_embedding": network.num_params(non_embedding=True)}}
     return network, tokenizer, config
+
+
+# -- export: our checkpoint -> the published layout ------------------------------------------
+
+_INVERSE: dict[str, list[tuple[str, str]]] = {
+    "llada": [
+        (r"embed_tokens\.weight", "model.transformer.wte.weight"),
+        (r"norm\.weight", "model.transformer.ln_f.weight"),
+        (r"lm_head\.weight", "model.transformer.ff_out.weight"),
+        (r"blocks\.(\d+)\.attn_norm\.weight", r"model.transformer.blocks.\1.attn_norm.weight"),
+        (r"blocks\.(\d+)\.attn\.([qkv])_proj\.(weight|bias)",
+         r"model.transformer.blocks.\1.\2_proj.\3"),
+        (r"blocks\.(\d+)\.attn\.o_proj\.weight", r"model.transformer.blocks.\1.attn_out.weight"),
+        (r"blocks\.(\d+)\.mlp_norm\.weight", r"model.transformer.blocks.\1.ff_norm.weight"),
+        (r"blocks\.(\d+)\.mlp\.gate_proj\.weight", r"model.transformer.blocks.\1.ff_proj.weight"),
+        (r"blocks\.(\d+)\.mlp\.up_proj\.weight", r"model.transformer.blocks.\1.up_proj.weight"),
+        (r"blocks\.(\d+)\.mlp\.down_proj\.weight", r"model.transformer.blocks.\1.ff_out.weight"),
+    ],
+    "dream": [
+        (r"embed_tokens\.weight", "model.embed_tokens.weight"),
+        (r"norm\.weight", "model.norm.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+        (r"blocks\.(\d+)\.attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
+        (r"blocks\.(\d+)\.attn\.([qkvo])_proj\.(weight|bias)",
+         r"model.layers.\1.self_attn.\2_proj.\3"),
+        (r"blocks\.(\d+)\.mlp_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+        (r"blocks\.(\d+)\.mlp\.(gate|up|down)_proj\.weight", r"model.layers.\1.mlp.\2_proj.weight"),
+    ],
+}
+
+
+def published_name(arch: str, ours: str) -> str:
+    for pattern, target in _INVERSE[arch]:
+        if re.fullmatch(pattern, ours):
+            return re.sub(pattern, target, ours)
+    raise DLMError(f"no {arch} name for tensor {ours!r}")
+
+
+def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, config: dict,
+              sample_defaults: dict) -> str:
+    """Write ``path`` in the published layout dlm loads back (config.json, model.safetensors,
+    tokenizer.json, generation_config.json with the sampler defaults). A masked-diffusion
+    network with shifted logits is written as Dream (which needs q/k/v biases), any other as
+    LLaDA. Returns the architecture written."""
+    from safetensors.torch import save_file
+
+    if config.get("kind") != "mdlm":
+        raise DLMError(f"only masked-diffusion models export to the LLaDA / Dream layout "
+                       f"(this one is {config.get('kind')!r})")
+    c = network.config
+    arch = "dream" if c.shift_logits else "llada"
+    if arch == "dream" and not c.qkv_bias:
+        raise DLMError("a shifted-logit model without q/k/v biases has no published layout")
+    ids = {"mask_token_id": tokenizer.mask_id, "eos_token_id": tokenizer.eos_id,
+           "pad_token_id": tokenizer.pad_id}
+    if arch == "llada":
+        hf_config = {
+            "architectures": ["LLaDAModelLM"], "model_type": "llada", "activation_type": "silu",
+            "alibi": False, "attention_layer_norm": False, "block_group_size": 1,
+            "block_type": "llama", "d_model": c.d_model, "embedding_size": c.vocab_size,
+            "vocab_size": c.vocab_size, "include_bias": False, "include_qkv_bias": c.qkv_bias,
+            "input_emb_norm": False, "layer_norm_type": "rms", "rms_norm_eps": c.norm_eps,
+            "max_sequence_length": c.max_seq_len, "mlp_hidden_size": c.d_ff,
+            "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "n_layers": c.n_layers,
+            "rope": True, "rope_theta": c.rope_theta, "scale_logits": False,
+            "weight_tying": c.tie_embeddings, **ids}
+    else:
+        hf_config = {
+            "architectures": ["DreamModel"], "model_type": "Dream", "hidden_act": "silu",
+            "hidden_size": c.d_model, "intermediate_size": c.d_ff,
+            "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+            "num_hidden_layers": c.n_layers, "rms_norm_eps": c.norm_eps,
+            "rope_theta": c.rope_theta, "rope_scaling": None,
+            "tie_word_embeddings": c.tie_embeddings, "vocab_size": c.vocab_size,
+            "max_position_embeddings": c.max_seq_len, "use_sliding_window": False,
+            "bos_token_id": tokenizer.eos_id, **ids}
+    hf_config["torch_dtype"] = str(network.embed_tokens.weight.dtype).removeprefix("torch.")
+    state = {}
+    for name, tensor in network.state_dict().items():
+        if name == "lm_head.weight" and c.tie_embeddings:
+            continue
+        state[published_name(arch, name)] = tensor.detach().contiguous()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path / SINGLE_FILE), metadata={"format": "pt"})
+    tokenizer.save(path / "tokenizer.json")
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    generation = {**sample_defaults, **ids}
+    (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+    return arch
