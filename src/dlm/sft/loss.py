@@ -1,0 +1,67 @@
+"""SFT losses on ``[B, 2, L]`` batches (``data.collate``): ids and roles (0 prompt, 1 answer).
+
+* ``DiffusionSFTLoss`` (LLaDA, Appendix B / GUIDELINES): draw t per row, mask each answer token
+  (EOS padding included) with probability 1 - alpha(t), never a prompt token; the loss is
+  ``sum over masked answer tokens of w(t) * CE``, divided by that row's answer length, averaged
+  over rows (so long answers do not dominate).
+* ``ARSFTLoss``: next-token cross-entropy on the answer and its first EOS only, averaged over
+  those tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..diffusion.objectives import LossOutput, MaskedDiffusionLoss
+from ..models.transformer import Attention
+
+
+def split(batch: Tensor) -> tuple[Tensor, Tensor]:
+    return batch[:, 0], batch[:, 1].bool()
+
+
+class DiffusionSFTLoss(MaskedDiffusionLoss):
+    def __call__(self, network, batch: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
+        ids, answer = split(batch)
+        B, L = ids.shape
+        noise = noise or self.draw(B, L, generator)
+        t = noise["t"].to(ids.device)
+        xt, masked = self.corrupt(ids, t, noise["u"])
+        masked &= answer  # the prompt is never masked
+        xt = torch.where(masked, xt, ids)
+        logits = network(xt, attn=attn or Attention.bidirectional())
+        terms = self.nelbo_terms(logits, ids, masked, t)  # [B, L]
+        loss = (terms.sum(1) / answer.sum(1).clamp(min=1)).mean()
+        return LossOutput(loss, {"sft_loss": loss.item(),
+                                 "mask_frac": (masked.sum() / answer.sum()).item()})
+
+
+class ARSFTLoss:
+    def __init__(self, eos_id: int):
+        self.eos_id = eos_id
+
+    def draw(self, n: int, seq_len: int, generator: torch.Generator | None) -> dict[str, Tensor]:
+        return {}
+
+    def __call__(self, network, batch: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
+        ids, answer = split(batch)
+        counted = up_to_first_eos(ids, answer, self.eos_id)
+        logits = network(ids[:, :-1], attn=attn or Attention.causal())
+        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        keep = counted[:, 1:]
+        loss = (ce * keep).sum() / keep.sum().clamp(min=1)
+        return LossOutput(loss, {"sft_loss": loss.item()})
+
+
+def up_to_first_eos(ids: Tensor, answer: Tensor, eos_id: int) -> Tensor:
+    """Answer slots up to and including the first EOS (the rest is padding)."""
+    eos = (ids == eos_id) & answer
+    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    first = torch.where(eos, pos, ids.shape[1]).min(1, keepdim=True).values
+    return answer & (pos <= first)

@@ -1,0 +1,98 @@
+"""SFT data and losses: row formats, chat rendering, the [B, 2, L] batch layout, LLaDA's
+diffusion SFT loss and the AR twin's answer-only loss against hand computations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dlm.data.tokenizer import byte_tokenizer
+from dlm.errors import DLMError
+from dlm.models.transformer import Attention
+from dlm.sft.data import Example, collate, encode_rows, read_rows, render_prompt
+from dlm.sft.loss import ARSFTLoss, DiffusionSFTLoss
+from tests.conftest import tiny_net
+
+MASK, EOS = 37, 38
+
+
+def test_rows_in_both_formats_and_clear_errors(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text(json.dumps({"prompt": "2+2?", "response": "4"}) + "\n\n" + json.dumps(
+        {"messages": [{"role": "system", "content": "Be brief."},
+                      {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello"}]}) + "\n")
+    rows = read_rows(f)
+    assert rows[0] == [{"role": "user", "content": "2+2?"},
+                       {"role": "assistant", "content": "4"}]
+    assert render_prompt(rows[1][:-1]) == "System: Be brief.\nUser: Hi\nAssistant: "
+    for bad, msg in [("{oops", ":1: invalid JSON"), ('{"text": "x"}', "expected"),
+                     (json.dumps({"messages": [{"role": "user", "content": "q"}]}),
+                      "last message must be the assistant")]:
+        f.write_text(bad + "\n")
+        with pytest.raises(DLMError, match=msg):
+            read_rows(f)
+
+
+def test_chat_templates_render_in_a_sandbox():
+    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    msgs = [{"role": "user", "content": "Hi"}]
+    assert render_prompt(msgs, chatml) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    with pytest.raises(DLMError, match="chat template failed"):
+        render_prompt(msgs, "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+
+
+def test_long_rows_are_skipped_and_batches_are_laid_out():
+    tok = byte_tokenizer()
+    rows = [[{"role": "user", "content": "ab"}, {"role": "assistant", "content": "xyz"}],
+            [{"role": "user", "content": "q" * 100}, {"role": "assistant", "content": "a"}]]
+    examples, skipped = encode_rows(rows, tok, max_len=32)
+    assert skipped == 1 and len(examples) == 1
+    assert tok.decode(examples[0].prompt) == "User: ab\nAssistant: "
+    b = collate([Example([1, 2, 3], [7, 8]), Example([4], [9])], eos_id=EOS)
+    assert b.shape == (2, 2, 6)
+    assert b[0, 0].tolist() == [1, 2, 3, 7, 8, EOS] and b[0, 1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert b[1, 0].tolist() == [4, 9, EOS, EOS, EOS, EOS] and b[1, 1].tolist() == [0] + [1] * 5
+
+
+def test_diffusion_sft_loss_is_llada_recipe():
+    torch.manual_seed(0)
+    net = tiny_net(vocab_size=40)
+    batch = collate([Example([1, 2, 3, 4], [5, 6]), Example([7, 8], [9, 10, 11, 12])], EOS)
+    loss = DiffusionSFTLoss(MASK)
+    seen = []
+    forward = net.forward
+    net.forward = lambda x, **kw: (seen.append(x), forward(x, **kw))[1]
+    g = torch.Generator().manual_seed(1)
+    noise = loss.draw(2, batch.shape[-1], g)
+    noise["t"] = torch.tensor([0.9, 0.9])
+    out = loss(net, batch, noise=noise)
+    ids, answer = batch[:, 0], batch[:, 1].bool()
+    xt = seen[-1]
+    masked = xt == MASK
+    assert not (masked & ~answer).any()  # the prompt is never masked
+    assert masked[0, 6:].any() or masked[1, 6:].any()  # EOS padding is part of the answer
+    with torch.no_grad():
+        logp = F.log_softmax(forward(xt, attn=Attention.bidirectional()), -1)
+    manual = 0.0
+    for r in range(2):
+        nll = -logp[r, masked[r], ids[r, masked[r]]].sum() / 0.9  # w(t) = 1/t
+        manual += nll / answer[r].sum()  # per-answer-length normalisation
+    torch.testing.assert_close(out.loss, manual / 2)
+
+
+def test_ar_sft_loss_counts_the_answer_and_one_eos():
+    torch.manual_seed(0)
+    net = tiny_net(vocab_size=40)
+    batch = collate([Example([1, 2, 3], [5, 6]), Example([7], [9, 10, 11, 12])], EOS)
+    out = ARSFTLoss(EOS)(net, batch)
+    ids = batch[:, 0]
+    with torch.no_grad():
+        logp = F.log_softmax(net(ids[:, :-1], attn=Attention.causal()), -1)
+    targets = [(0, [3, 4, 5]), (1, [1, 2, 3, 4, 5])]  # positions predicted: answer + first EOS
+    nll = [-logp[r, p - 1, ids[r, p]] for r, ps in targets for p in ps]
+    torch.testing.assert_close(out.loss, torch.stack(nll).mean())
