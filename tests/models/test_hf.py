@@ -345,3 +345,18 @@ def test_dream_generation_config_sets_the_sampler(tmp_path):
     cfg = dlm.load(path, device="cpu").sample_config()
     assert (cfg.remasking, cfg.steps, cfg.gen_length, cfg.temperature, cfg.top_p) == \
         ("low_confidence", 64, 32, 0.2, 0.95)
+
+
+def test_the_chat_template_travels_with_the_checkpoint(tmp_path):
+    template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    path = write_checkpoint(tmp_path / "c", LLADA_CONFIG, llada_weights())
+    (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    model = dlm.load(path, device="cpu")
+    assert model.config["chat_template"] == template
+    model.save(tmp_path / "ours")  # our format keeps it ...
+    assert dlm.load(tmp_path / "ours", device="cpu").config["chat_template"] == template
+    model.save_pretrained(tmp_path / "hf")  # ... and so does the export
+    assert dlm.load(tmp_path / "hf", device="cpu").config["chat_template"] == template
+    from dlm.sft.data import render_prompt
+
+    assert render_prompt([{"role": "user", "content": "Hi"}], template) == "<user>Hi<assistant>"

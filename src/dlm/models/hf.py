@@ -196,6 +196,24 @@ def weight_files(path: Path) -> dict[str, Path]:
         raise DLMError(f"{single}: cannot read weights ({e})") from None
 
 
+def chat_template(path: Path) -> str | None:
+    """The Jinja chat template of tokenizer_config.json (or chat_template.jinja), if any."""
+    jinja = path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    file = path / "tokenizer_config.json"
+    if not file.is_file():
+        return None
+    try:
+        template = json.loads(file.read_text()).get("chat_template")
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"),
+                        None)
+    return template if isinstance(template, str) else None
+
+
 def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
     """``tokenizer.json`` with the config's mask / EOS / pad ids, which must exist in it."""
     from tokenizers import Tokenizer as HFTokenizer
@@ -287,6 +305,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     network.to(device)
     network.eval()
     config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
+              "chat_template": chat_template(path),
               "source": {"format": arch, "path": str(path),
                          "model_type": hf_config.get("model_type")},
               "generation": generation_defaults(path, arch),
@@ -379,6 +398,10 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / SINGLE_FILE), metadata={"format": "pt"})
     tokenizer.save(path / "tokenizer.json")
+    if config.get("chat_template"):
+        (path / "tokenizer_config.json").write_text(json.dumps(
+            {"chat_template": config["chat_template"], "eos_token": tokenizer.eos_token,
+             "pad_token": tokenizer.pad_token, "mask_token": tokenizer.mask_token}, indent=2))
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     generation = {**sample_defaults, **ids}
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
