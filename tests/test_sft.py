@@ -96,3 +96,82 @@ def test_ar_sft_loss_counts_the_answer_and_one_eos():
     targets = [(0, [3, 4, 5]), (1, [1, 2, 3, 4, 5])]  # positions predicted: answer + first EOS
     nll = [-logp[r, p - 1, ids[r, p]] for r, ps in targets for p in ps]
     torch.testing.assert_close(out.loss, torch.stack(nll).mean())
+
+
+# -- fine-tuning end to end --------------------------------------------------------------------
+
+QA = [("Capital of France?", "Paris"), ("Colour of the sky?", "blue"), ("Two plus two?", "four"),
+      ("Opposite of hot?", "cold"), ("Author of Hamlet?", "Shakespeare"),
+      ("Largest planet?", "Jupiter"), ("Frozen water?", "ice"), ("Baby cat?", "kitten"),
+      ("Sound of a dog?", "woof"), ("Day after Monday?", "Tuesday"),
+      ("First letter?", "A"), ("Colour of grass?", "green")]
+
+
+def answer_logprob(path) -> float:
+    """Sum over the Q&A rows of log p(answer + EOS | prompt), as the SFT evaluator scores it."""
+    import dlm
+    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.sample.driver import logit_shift
+    from dlm.sft.loss import up_to_first_eos
+
+    model = dlm.load(path, device="cpu")
+    rows = [[{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in QA]
+    examples, _ = encode_rows(rows, model.tokenizer, model.max_seq_len)
+    batch = collate(examples, model.eos_id, length=model.max_seq_len)
+    ids, answer = batch[:, 0], batch[:, 1].bool()
+    target = up_to_first_eos(ids, answer, model.eos_id)
+    lp = sequence_logprob(model.network, model.kind, ids, target, mask_id=model.mask_id,
+                          shift=logit_shift(model.network, model.kind), t_samples=16, seed=0)
+    return lp.sum().item()
+
+
+@pytest.mark.parametrize("kind", ["mdlm", "ar"])
+def test_sft_raises_the_probability_of_the_right_answers(tmp_path, trained, kind):
+    from dlm.cli import main
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
+    before = answer_logprob(trained[kind])
+    out = tmp_path / "sft"
+    assert main(["sft", str(trained[kind]), str(data), "--out", str(out), "--max-steps", "60",
+                 "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "5", "--eval-every",
+                 "30", "--threads", "1", "--no-progress"]) == 0
+    after = answer_logprob(out)
+    assert after > before + 0.5 * len(QA), (before, after)  # > 0.5 nats per answer gained
+    import dlm
+
+    tuned = dlm.load(out, device="cpu")
+    assert tuned.kind == kind and tuned.config["sft_of"] == str(trained[kind])
+
+
+def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
+    from safetensors.torch import load_file
+
+    from dlm.cli import main
+    from dlm.train import TrainConfig, train
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
+    common = dict(kind="mdlm", init_from=str(trained["mdlm"]), sft_data=str(data), max_steps=10,
+                  batch_size=4, ckpt_every=5, eval_every=5, warmup_steps=2, progress=False,
+                  threads=1, dropout=0.1)
+    train(TrainConfig(out=str(tmp_path / "straight"), **common))
+
+    class Crash(Exception):
+        pass
+
+    def crash(trainer, step, row):
+        if step == 7:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
+    train(TrainConfig(out=str(tmp_path / "killed"), resume=True, **common))
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    data.write_text('{"prompt": "q"}\n')
+    assert main(["sft", str(trained["mdlm"]), str(data), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "qa.jsonl:1: expected" in err and err.count("\n") == 1

@@ -87,6 +87,22 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
+SFT_SKIP = ("kind", "init_from", "sft_data", "data", "text_field", "tokenizer", "vocab_size",
+            "preset", "d_model", "n_layers", "n_heads", "n_kv_heads", "block_size", "t_low",
+            "t_high", "unique_tokens", "ar_token_noise", "eval_tokens")
+
+
+def cmd_sft(ns: argparse.Namespace) -> int:
+    from .models.formats import hub_snapshot, is_dlm_dir, read_config
+
+    local = hub_snapshot(ns.checkpoint)
+    ns.kind = read_config(local)["kind"] if is_dlm_dir(local) else "mdlm"
+    ns.init_from, ns.sft_data = str(local), ns.sft_file
+    if not hasattr(ns, "out"):
+        ns.out = f"runs/{Path(str(local)).name}-sft"
+    return cmd_train(ns)
+
+
 def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
     """Shared by sample / infill / edit: load, run, write the trace, animate or print."""
     from . import load
@@ -367,6 +383,15 @@ DATA_CONSTRAINED_EXAMPLES = """examples:
 an interrupted experiment continues where it stopped: run the same command again
 """
 
+SFT_EXAMPLES = """examples:
+  dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa
+  dlm sft ~/models/LLaDA-8B-Base chat.jsonl --device cuda --batch-size 8 --grad-accum 4 \\
+      --seq-len 1024 --lr 2.5e-5 --max-steps 2000
+  dlm sft runs/tiny-qa qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa --resume
+rows: {"prompt": "...", "response": "..."} or {"messages": [{"role": "user", "content": ...},
+      ..., {"role": "assistant", "content": ...}]}   (the last message is the answer)
+"""
+
 CONVERT_EXAMPLES = """examples:
   dlm convert ~/models/LLaDA-8B-Instruct runs/llada-8b --dtype bf16
   dlm convert ~/models/Dream-v0-Instruct-7B runs/dream-7b
@@ -398,6 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=TRAIN_EXAMPLES, formatter_class=fmt)
     add_dataclass_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sft", help="fine-tune a checkpoint on prompt/answer rows",
+                       description="Supervised fine-tuning with LLaDA's recipe (prompt never "
+                       "masked, answer padded with EOS that counts in the loss, loss normalised "
+                       "per answer length); an AR checkpoint gets the loss on the answer only. "
+                       "Rows: .jsonl of {\"messages\": [...]} or {\"prompt\", \"response\"}; "
+                       "prompts use the checkpoint's chat template or dlm's default. Every 10th "
+                       "row is held out.", epilog=SFT_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoint", help="dlm checkpoint, published LLaDA/Dream directory, or "
+                   "hf:owner/name")
+    p.add_argument("sft_file", metavar="data.jsonl", help="the rows")
+    add_dataclass_flags(p, TrainConfig, skip=SFT_SKIP)
+    p.set_defaults(func=cmd_sft)
 
     decoders = (
         ("sample", "generate text (optionally animated)", "Generate after one or more prompts "

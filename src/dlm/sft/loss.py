@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..diffusion.likelihood import shift_right
 from ..diffusion.objectives import LossOutput, MaskedDiffusionLoss
 from ..models.transformer import Attention
 
@@ -34,6 +35,9 @@ class DiffusionSFTLoss(MaskedDiffusionLoss):
         masked &= answer  # the prompt is never masked
         xt = torch.where(masked, xt, ids)
         logits = network(xt, attn=attn or Attention.bidirectional())
+        if getattr(getattr(network, "module", network), "config", None) is not None and \
+                getattr(network, "module", network).config.shift_logits:
+            logits = shift_right(logits)  # Dream: slot i is predicted at i - 1
         terms = self.nelbo_terms(logits, ids, masked, t)  # [B, L]
         loss = (terms.sum(1) / answer.sum(1).clamp(min=1)).mean()
         return LossOutput(loss, {"sft_loss": loss.item(),

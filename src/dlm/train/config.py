@@ -56,6 +56,11 @@ class TrainConfig:
     t_low: float | None = _f(None, "bd3lm: clipped schedule, draw t ~ U[t_low, t_high] "
                              "(BD3-LM); default U[0.001, 1]")
     t_high: float | None = _f(None, "bd3lm: upper end of the clipped schedule")
+    init_from: str | None = _f(None, "fine-tune: start from this checkpoint (dlm's or a "
+                               "published LLaDA/Dream directory); needs --sft-data")
+    sft_data: str | None = _f(None, "fine-tune on a .jsonl of {\"messages\": [...]} or "
+                              "{\"prompt\", \"response\"} rows (LLaDA's SFT recipe; AR: "
+                              "loss on the answer only)")
     max_steps: int | None = _f(None, "optimizer steps to train")
     max_minutes: float | None = _f(None, "wall-clock budget; alone, it sizes the LR schedule "
                                    "from the measured speed (default 10 when no other limit); "
@@ -140,6 +145,10 @@ class TrainConfig:
             raise DLMError(f"--ar-token-noise must be in [0, 1) (got {self.ar_token_noise})")
         if self.ar_token_noise and self.kind != "ar":
             raise DLMError("--ar-token-noise is for --kind ar only")
+        if (self.init_from is None) != (self.sft_data is None):
+            raise DLMError("fine-tuning needs both --init-from CHECKPOINT and --sft-data FILE")
+        if self.sft_data is not None and self.kind == "bd3lm":
+            raise DLMError("SFT of block-diffusion models is not supported yet")
         if self.batch_size % self.grad_accum:
             raise DLMError(f"--batch-size {self.batch_size} is not divisible by "
                            f"--grad-accum {self.grad_accum}")

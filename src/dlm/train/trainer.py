@@ -107,7 +107,35 @@ class Trainer:
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // self._local_world())
         torch.set_num_threads(threads)
 
-        # -- data ---------------------------------------------------------------------------
+        self._setup_data()
+        torch.manual_seed(cfg.seed)
+        self.network = self._build_network().to(self.device)
+        self.attn = attention_for(cfg.kind, cfg.block_size)
+        self.network.default_attention = self.attn
+        self.objective = self._build_objective()
+        self.optimizer = self._optimizer()
+        self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
+        self.rows: list[dict] = []
+        self.last_eval: EvalResult | None = None
+        if self.resuming:
+            self._load_checkpoint(self.run_dir)
+        elif start_from is not None:
+            self._load_checkpoint(Path(start_from), plan_from_config=True)
+        self.model = self.network
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.model = DDP(self.model, device_ids=[self.device.index]
+                             if self.device.type == "cuda" else None)
+
+    # ---------------------------------------------------------------------------------------
+    # setup helpers (``sft.SFTTrainer`` overrides the data, network and objective)
+
+    def _setup_data(self) -> None:
+        """Tokenizer, network config, context, training loader and held-out chunks."""
+        cfg = self.cfg
         self.corpus = load_corpus(cfg.data, cfg.text_field)
         self.tokenizer = self._tokenizer()
         try:
@@ -134,34 +162,15 @@ class Trainer:
             raise DLMError(f"held-out split of {cfg.data!r} is shorter than one sequence "
                            f"({self.seq_len} tokens)")
 
-        # -- model, objective, optimizer ----------------------------------------------------
-        torch.manual_seed(cfg.seed)
-        self.network = Transformer(self.net_config).to(self.device)
-        self.attn = attention_for(cfg.kind, cfg.block_size)
-        self.network.default_attention = self.attn
+    def _build_network(self) -> Transformer:
+        return Transformer(self.net_config)
+
+    def _build_objective(self):
+        cfg = self.cfg
         clip = (cfg.t_low, cfg.t_high) if cfg.t_low is not None else None
-        self.objective = objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule,
-                                       block_size=cfg.block_size, clip=clip,
-                                       token_noise=cfg.ar_token_noise)
-        self.optimizer = self._optimizer()
-        self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
-        self.rows: list[dict] = []
-        self.last_eval: EvalResult | None = None
-        if self.resuming:
-            self._load_checkpoint(self.run_dir)
-        elif start_from is not None:
-            self._load_checkpoint(Path(start_from), plan_from_config=True)
-        self.model = self.network
-        if cfg.compile:
-            self.model = torch.compile(self.model)
-        if self.dist.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.model = DDP(self.model, device_ids=[self.device.index]
-                             if self.device.type == "cuda" else None)
-
-    # ---------------------------------------------------------------------------------------
-    # setup helpers
+        return objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule,
+                             block_size=cfg.block_size, clip=clip,
+                             token_noise=cfg.ar_token_noise)
 
     def _local_world(self) -> int:
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size))
@@ -498,7 +507,12 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
           start_from: str | Path | None = None) -> EvalResult:
     """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation.
     ``start_from``: continue another run's checkpoint under this config (see ``Trainer``)."""
-    trainer = Trainer(cfg, callbacks, start_from)
+    if cfg.sft_data is not None:
+        from ..sft.trainer import SFTTrainer
+
+        trainer: Trainer = SFTTrainer(cfg, callbacks, start_from)
+    else:
+        trainer = Trainer(cfg, callbacks, start_from)
     try:
         result = trainer.run()
         if trainer.dist.world_size > 1:
