@@ -369,3 +369,12 @@ def test_runs_are_scheduled_tuning_first_then_seed_major():
                      "u8192/ar/lr=0.001,wd=0.1,do=0/seed0", "u8192/mdlm/lr=0.001,wd=0.1/seed0",
                      "u4096/ar/lr=0.001,wd=0.1,do=0/seed1", "u4096/mdlm/lr=0.001,wd=0.1/seed1",
                      "u8192/ar/lr=0.001,wd=0.1,do=0/seed1", "u8192/mdlm/lr=0.001,wd=0.1/seed1"]
+
+
+def test_tuning_runs_take_turns_between_kinds():
+    from dlm.experiments.data_constrained import Experiment, schedule_key
+
+    exp = Experiment(protocol="full")
+    order = sorted(exp.tuning_arms(), key=lambda a: schedule_key(exp, a))
+    assert [a["kind"] for a in order[:12]] == ["ar", "mdlm"] * 6  # MDLM has 6 cells, AR 16
+    assert [a["kind"] for a in order[12:]] == ["ar"] * 10

@@ -337,11 +337,14 @@ def _execute(exp: Experiment, results: Results, progress) -> None:
 
 
 def schedule_key(exp: Experiment, arm: dict) -> tuple:
-    """Which ready run goes next: tuning runs first (in grid order), then seed-major, every
-    tier at seed 0 before any seed 1, so a partial experiment already compares the most."""
-    tuning = [a["name"] for a in exp.tuning_arms()]
-    if arm["name"] in tuning:
-        return (0, tuning.index(arm["name"]))
+    """Which ready run goes next: tuning runs first, the kinds taking turns (so a partial
+    sweep has cells of every kind), then seed-major, every tier at seed 0 before any seed 1,
+    so a partial experiment already compares the most."""
+    tuning = exp.tuning_arms()
+    names = [a["name"] for a in tuning]
+    if arm["name"] in names:
+        same_kind = [a["name"] for a in tuning if a["kind"] == arm["kind"]]
+        return (0, same_kind.index(arm["name"]), exp.kinds.index(arm["kind"]))
     return (1, arm["seed"], exp.tiers.index(arm["tier"]), exp.kinds.index(arm["kind"]))
 
 
