@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,9 @@ class Model:
     def sample_config(self, config: SampleConfig | None = None, blocks: bool = True,
                       **fields) -> SampleConfig:
         # a published checkpoint brings its authors' sampler defaults (config "generation")
-        base = config or SampleConfig(**self.config.get("generation", {}))
+        known = {f.name for f in dataclasses.fields(SampleConfig)}
+        base = config or SampleConfig(**{k: v for k, v in self.config.get("generation", {}).items()
+                                         if k in known})
         return base.replace(**fields).validate(blocks)
 
     def generate(self, prompt: str | list[str], trace: bool = False,

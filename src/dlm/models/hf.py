@@ -77,13 +77,9 @@ _DREAM_ALGS = {"maskgit_plus": "low_confidence", "topk_margin": "margin"}  # sam
 
 
 def generation_defaults(path: Path, arch: str) -> dict:
-    """Sampler defaults: the published recipe, updated by the sampler fields a
-    generation_config.json holds (Dream's alg / max_new_tokens / steps / temperature / top_p,
-    or the fields dlm's own export writes)."""
-    from dataclasses import fields
-
-    from ..sample.config import SampleConfig
-
+    """Sampler defaults: the published recipe, updated by what a generation_config.json holds
+    (Dream's alg / max_new_tokens / steps / temperature / top_p, or the fields dlm's own export
+    writes). Keys that are not sampler settings are dropped when a SampleConfig is made."""
     out = dict(GENERATION_DEFAULTS[arch])
     file = path / "generation_config.json"
     if not file.is_file():
@@ -92,10 +88,9 @@ def generation_defaults(path: Path, arch: str) -> dict:
         given = json.loads(file.read_text())
     except json.JSONDecodeError as e:
         raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
-    names = {f.name for f in fields(SampleConfig)}
     for key, value in given.items():
         name = _GENERATION_KEYS.get(key, key)
-        if name in names and value is not None:
+        if value is not None and not name.endswith("token_id") and not name.startswith("_"):
             out[name] = _DREAM_ALGS.get(value, value) if name == "remasking" else value
     return out
 
