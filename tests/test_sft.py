@@ -63,7 +63,7 @@ def test_diffusion_sft_loss_is_llada_recipe():
     torch.manual_seed(0)
     net = tiny_net(vocab_size=40)
     batch = collate([Example([1, 2, 3, 4], [5, 6]), Example([7, 8], [9, 10, 11, 12])], EOS)
-    loss = DiffusionSFTLoss(MASK)
+    loss = DiffusionSFTLoss(MASK, EOS)
     seen = []
     forward = net.forward
     net.forward = lambda x, **kw: (seen.append(x), forward(x, **kw))[1]
@@ -83,6 +83,21 @@ def test_diffusion_sft_loss_is_llada_recipe():
         nll = -logp[r, masked[r], ids[r, masked[r]]].sum() / 0.9  # w(t) = 1/t
         manual += nll / answer[r].sum()  # per-answer-length normalisation
     torch.testing.assert_close(out.loss, manual / 2)
+
+
+def test_batches_are_cut_to_their_longest_row():
+    """Rows are stored padded to the context; the loss pads only to the minibatch's longest
+    row (prompt, answer, one EOS), as LLaDA does, with the same noise."""
+    torch.manual_seed(0)
+    net = tiny_net(vocab_size=40)
+    examples = [Example([1, 2, 3, 4], [5, 6]), Example([7, 8], [9, 10, 11, 12])]
+    short, stored = collate(examples, EOS), collate(examples, EOS, length=20)
+    loss = DiffusionSFTLoss(MASK, EOS)
+    noise = loss.draw(2, 20, torch.Generator().manual_seed(1))
+    cut = {"t": noise["t"], "u": noise["u"][:, :short.shape[-1]]}
+    torch.testing.assert_close(loss(net, stored, noise=noise).loss,
+                               loss(net, short, noise=cut).loss)
+    torch.testing.assert_close(ARSFTLoss(EOS)(net, stored).loss, ARSFTLoss(EOS)(net, short).loss)
 
 
 def test_ar_sft_loss_counts_the_answer_and_one_eos():
@@ -166,10 +181,23 @@ def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
 
     with pytest.raises(Crash):
         train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
-    train(TrainConfig(out=str(tmp_path / "killed"), resume=True, **common))
+    # plain `dlm train --resume` of a fine-tuning run continues it as fine-tuning
+    train(TrainConfig(out=str(tmp_path / "killed"), resume=True, kind="mdlm", max_steps=10,
+                      progress=False, threads=1))
     a = load_file(str(tmp_path / "straight" / "model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    import dlm
+
+    assert dlm.load(tmp_path / "killed", device="cpu").config["sft_of"] == str(trained["mdlm"])
+    # dropout is live while fine-tuning (the loaded network comes in eval mode)
+    train(TrainConfig(out=str(tmp_path / "nodrop"), **{**common, "dropout": 0.0}))
+    c = load_file(str(tmp_path / "nodrop" / "model.safetensors"))
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    # resuming from the CLI takes the base from the run (whatever path is given first)
+    assert main(["sft", str(tmp_path / "straight"), str(data), "--out",
+                 str(tmp_path / "straight"), "--max-steps", "10", "--batch-size", "4",
+                 "--threads", "1", "--no-progress", "--resume"]) == 0
 
     data.write_text('{"prompt": "q"}\n')
     assert main(["sft", str(trained["mdlm"]), str(data), "--out", str(tmp_path / "x")]) == 2

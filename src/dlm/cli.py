@@ -94,12 +94,19 @@ SFT_SKIP = ("kind", "init_from", "sft_data", "data", "text_field", "tokenizer", 
 
 def cmd_sft(ns: argparse.Namespace) -> int:
     from .models.formats import hub_snapshot, is_dlm_dir, read_config
+    from .train.checkpoint import has_checkpoint
 
-    local = hub_snapshot(ns.checkpoint)
-    ns.kind = read_config(local)["kind"] if is_dlm_dir(local) else "mdlm"
-    ns.init_from, ns.sft_data = str(local), ns.sft_file
-    if not hasattr(ns, "out"):
-        ns.out = f"runs/{Path(str(local)).name}-sft"
+    if getattr(ns, "resume", False) and hasattr(ns, "out") and has_checkpoint(ns.out):
+        saved = read_config(ns.out)  # continue the run: its base and kind are recorded
+        ns.kind, ns.init_from = saved["kind"], saved["train"]["init_from"]
+    else:
+        local = hub_snapshot(ns.checkpoint)
+        ns.kind = read_config(local)["kind"] if is_dlm_dir(local) else "mdlm"
+        ns.init_from = str(local)
+        if not hasattr(ns, "out"):
+            name = ns.checkpoint.removeprefix("hf:").rstrip("/").replace("/", "-")
+            ns.out = f"runs/{Path(name).name}-sft"
+    ns.sft_data = ns.sft_file
     return cmd_train(ns)
 
 
@@ -291,7 +298,14 @@ def cmd_info(ns: argparse.Namespace) -> int:
         f"tokenizer    {tok.get('type')} vocab={tok['vocab_size']} mask={tok['mask_id']} "
         f"eos={tok['eos_id']} pad={tok['pad_id']}",
     ]
-    if data:
+    if data.get("sft_data"):
+        lines.append(f"fine-tuned   from {cfg.get('sft_of')} on {data['sft_data']}: "
+                     f"{data.get('rows')} rows ({data.get('skipped_too_long', 0)} too long), "
+                     f"{data.get('epochs', 0):.2f} epochs")
+    elif cfg.get("source"):
+        lines.append(f"source       {cfg['source'].get('format')} checkpoint "
+                     f"{cfg['source'].get('path')}")
+    elif data:
         lines += [
             f"data         {data.get('corpus')}: {data.get('train_docs')} train docs, "
             f"{data.get('validation_docs')} held-out docs",
@@ -387,7 +401,7 @@ SFT_EXAMPLES = """examples:
   dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa
   dlm sft ~/models/LLaDA-8B-Base chat.jsonl --device cuda --batch-size 8 --grad-accum 4 \\
       --seq-len 1024 --lr 2.5e-5 --max-steps 2000
-  dlm sft runs/tiny-qa qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa --resume
+  dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa --resume   # after a kill
 rows: {"prompt": "...", "response": "..."} or {"messages": [{"role": "user", "content": ...},
       ..., {"role": "assistant", "content": ...}]}   (the last message is the answer)
 """

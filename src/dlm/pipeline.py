@@ -108,9 +108,10 @@ class Model:
     def sample_config(self, config: SampleConfig | None = None, blocks: bool = True,
                       **fields) -> SampleConfig:
         # a published checkpoint brings its authors' sampler defaults (config "generation")
-        known = {f.name for f in dataclasses.fields(SampleConfig)}
-        base = config or SampleConfig(**{k: v for k, v in self.config.get("generation", {}).items()
-                                         if k in known})
+        defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
+        base = config or SampleConfig(**{
+            k: v for k, v in self.config.get("generation", {}).items()
+            if k in defaults and (v is not None or defaults[k] is None)})
         return base.replace(**fields).validate(blocks)
 
     def generate(self, prompt: str | list[str], trace: bool = False,
@@ -346,9 +347,8 @@ class Model:
         from .models.hf import export_hf
 
         defaults = {k: v for k, v in asdict(self.sample_config()).items()
-                    if v is not None and k in ("steps", "gen_length", "block_length",
-                                                "remasking", "temperature", "top_k", "top_p",
-                                                "alg_temp", "threshold", "cfg_scale")}
+                    if k in ("steps", "gen_length", "block_length", "remasking", "temperature",
+                             "top_k", "top_p", "alg_temp", "threshold", "cfg_scale")}
         return export_hf(path, self.network, self.tokenizer, self.config, defaults)
 
     def save(self, path: str | Path) -> None:

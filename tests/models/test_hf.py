@@ -229,7 +229,7 @@ def test_convert_writes_our_format_and_keeps_the_sampler_defaults(tmp_path, caps
     assert main(["convert", str(src), str(tmp_path / "ours"), "--dtype", "bf16"]) == 0
     ours = dlm.load(tmp_path / "ours", device="cpu")
     assert ours.network.embed_tokens.weight.dtype == torch.bfloat16
-    assert ours.sample_config().block_length == 32  # LLaDA's published defaults came along
+    assert ours.sample_config().steps == 128  # LLaDA's published defaults came along
     torch.testing.assert_close(logits_of(ours), llada_reference(sd, IDS), atol=0.3, rtol=0.1)
     assert main(["info", str(tmp_path / "ours")]) == 0
     assert main(["convert", str(src), str(tmp_path / "ours")]) == 2  # never overwrites
@@ -331,6 +331,7 @@ def test_our_models_export_with_their_sampler_defaults(tmp_path, trained, capsys
     assert gen["steps"] == ours.sample_config().steps and gen["mask_token_id"] == ours.mask_id
     back = dlm.load(tmp_path / "hf", device="cpu")
     assert back.network.config.tie_embeddings  # stored once, tied again on load
+    assert back.sample_config() == ours.sample_config()  # the sampler is unchanged
     ids = torch.tensor([[5, 6, ours.mask_id, 7]])
     torch.testing.assert_close(logits_of(back, ids), logits_of(ours, ids), atol=0, rtol=0)
     assert main(["convert", str(trained["ar"]), str(tmp_path / "ar"), "--to", "hf"]) == 2
@@ -350,9 +351,10 @@ def test_dream_generation_config_sets_the_sampler(tmp_path):
 def test_the_chat_template_travels_with_the_checkpoint(tmp_path):
     template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
     path = write_checkpoint(tmp_path / "c", LLADA_CONFIG, llada_weights())
-    (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": template, "bos_token": {"content": "<x>"}}))
     model = dlm.load(path, device="cpu")
-    assert model.config["chat_template"] == template
+    assert model.config["chat_template"] == template and model.config["bos_token"] == "<x>"
     model.save(tmp_path / "ours")  # our format keeps it ...
     assert dlm.load(tmp_path / "ours", device="cpu").config["chat_template"] == template
     model.save_pretrained(tmp_path / "hf")  # ... and so does the export

@@ -138,6 +138,6 @@ def hub_snapshot(path: str | Path) -> Path:
                        "(pip install 'dlm[hf]')") from None
     try:
         return Path(snapshot_download(repo, allow_patterns=[
-            "*.json", "*.safetensors", "tokenizer*", "*.txt"]))
+            "*.json", "*.safetensors", "tokenizer*", "*.txt", "*.jinja"]))
     except Exception as e:  # offline, unknown repo, gated model, ...
         raise DLMError(f"cannot download {repo} from the Hugging Face Hub: {e}") from None

@@ -65,7 +65,8 @@ RENAMES: dict[str, list[tuple[str, str | None]]] = {
 
 # the published samplers' defaults (LLaDA's generate.py / Dream's generation_config.json)
 GENERATION_DEFAULTS = {
-    "llada": {"steps": 128, "gen_length": 128, "block_length": 32, "temperature": 0.0,
+    # LLaDA's chat demo uses blocks of 32; its base-model evaluation one block: no default
+    "llada": {"steps": 128, "gen_length": 128, "temperature": 0.0,
               "remasking": "low_confidence"},
     "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin"},
 }
@@ -90,7 +91,7 @@ def generation_defaults(path: Path, arch: str) -> dict:
         raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
     for key, value in given.items():
         name = _GENERATION_KEYS.get(key, key)
-        if value is not None and not name.endswith("token_id") and not name.startswith("_"):
+        if not name.endswith("token_id") and not name.startswith("_"):
             out[name] = _DREAM_ALGS.get(value, value) if name == "remasking" else value
     return out
 
@@ -191,6 +192,23 @@ def weight_files(path: Path) -> dict[str, Path]:
         raise DLMError(f"{single}: cannot read weights ({e})") from None
 
 
+def bos_token(path: Path) -> str:
+    """The BOS string a chat template writes as {{ bos_token }} ('' when none is declared)."""
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            bos = json.loads(file.read_text()).get("bos_token")
+        except json.JSONDecodeError as e:
+            raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+        if isinstance(bos, dict):
+            bos = bos.get("content")
+        if isinstance(bos, str):
+            return bos
+    return ""
+
+
 def chat_template(path: Path) -> str | None:
     """The Jinja chat template of tokenizer_config.json (or chat_template.jinja), if any."""
     jinja = path / "chat_template.jinja"
@@ -224,7 +242,10 @@ def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
         raise DLMError(f"cannot read tokenizer {file}: {e}") from None
     mask_id = _need(config, "mask_token_id", path / "config.json")
     eos_id = _need(config, "eos_token_id", path / "config.json")
-    pad_id = config.get("pad_token_id", eos_id)
+    if isinstance(eos_id, list):  # several stop ids: the first is the end-of-text
+        eos_id = eos_id[0]
+    pad_id = config.get("pad_token_id")
+    pad_id = eos_id if pad_id is None else pad_id
     names = {}
     for role, i in (("mask", mask_id), ("eos", eos_id), ("pad", pad_id)):
         token = hf.id_to_token(int(i))
@@ -300,7 +321,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     network.to(device)
     network.eval()
     config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
-              "chat_template": chat_template(path),
+              "chat_template": chat_template(path), "bos_token": bos_token(path),
               "source": {"format": arch, "path": str(path),
                          "model_type": hf_config.get("model_type")},
               "generation": generation_defaults(path, arch),
@@ -395,7 +416,8 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
     tokenizer.save(path / "tokenizer.json")
     if config.get("chat_template"):
         (path / "tokenizer_config.json").write_text(json.dumps(
-            {"chat_template": config["chat_template"], "eos_token": tokenizer.eos_token,
+            {"chat_template": config["chat_template"], "bos_token": config.get("bos_token", ""),
+             "eos_token": tokenizer.eos_token,
              "pad_token": tokenizer.pad_token, "mask_token": tokenizer.mask_token}, indent=2))
     (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     generation = {**sample_defaults, **ids}

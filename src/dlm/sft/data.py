@@ -96,16 +96,19 @@ def render_prompt(messages: list[dict], chat_template: str | None = None,
         raise DLMError(f"the chat template failed: {e}") from None
 
 
-def encode_rows(rows: list[list[dict]], tokenizer, max_len: int, chat_template: str | None = None
-                ) -> tuple[list[Example], int]:
+def encode_rows(rows: list[list[dict]], tokenizer, max_len: int, chat_template: str | None = None,
+                bos_token: str = "") -> tuple[list[Example], int]:
     """Tokenized examples and how many rows were too long for ``max_len`` (prompt + answer +
-    one EOS) and skipped."""
-    special = {"bos_token": "", "eos_token": tokenizer.eos_token}
+    one EOS) and skipped. ``bos_token``: what the chat template's {{ bos_token }} writes (LLaDA
+    starts its prompts with <|startoftext|>)."""
+    special = {"bos_token": bos_token, "eos_token": tokenizer.eos_token}
     out, skipped = [], 0
     for msgs in rows:
         prompt = tokenizer.encode(render_prompt(msgs[:-1], chat_template, special))
         answer = tokenizer.encode(msgs[-1]["content"])
-        if len(prompt) + len(answer) + 1 > max_len or not prompt:
+        if not prompt:
+            raise DLMError("a row renders to an empty prompt")
+        if len(prompt) + len(answer) + 1 > max_len:
             skipped += 1
             continue
         out.append(Example(prompt, answer))

@@ -19,19 +19,29 @@ from ..diffusion.objectives import LossOutput, MaskedDiffusionLoss
 from ..models.transformer import Attention
 
 
-def split(batch: Tensor) -> tuple[Tensor, Tensor]:
-    return batch[:, 0], batch[:, 1].bool()
+def split(batch: Tensor, eos_id: int | None = None) -> tuple[Tensor, Tensor]:
+    """(ids, answer) of a batch; with ``eos_id``, cut to its longest row (prompt, answer and
+    one EOS): rows are stored padded to the context, LLaDA pads within the minibatch."""
+    ids, answer = batch[:, 0], batch[:, 1].bool()
+    if eos_id is not None:
+        end = int(up_to_first_eos(ids, answer, eos_id).long().cumsum(1).argmax(1).max()) + 1
+        ids, answer = ids[:, :end], answer[:, :end]
+    return ids, answer
 
 
 class DiffusionSFTLoss(MaskedDiffusionLoss):
+    def __init__(self, mask_id: int, eos_id: int, schedule="linear", eps: float = 1e-3):
+        super().__init__(mask_id, schedule, eps)
+        self.eos_id = eos_id
+
     def __call__(self, network, batch: Tensor, noise: dict[str, Tensor] | None = None,
                  generator: torch.Generator | None = None, attn: Attention | None = None
                  ) -> LossOutput:
-        ids, answer = split(batch)
+        ids, answer = split(batch, self.eos_id)
         B, L = ids.shape
-        noise = noise or self.draw(B, L, generator)
+        noise = noise or self.draw(B, batch.shape[-1], generator)
         t = noise["t"].to(ids.device)
-        xt, masked = self.corrupt(ids, t, noise["u"])
+        xt, masked = self.corrupt(ids, t, noise["u"][:, :L])
         masked &= answer  # the prompt is never masked
         xt = torch.where(masked, xt, ids)
         logits = network(xt, attn=attn or Attention.bidirectional())
@@ -54,7 +64,7 @@ class ARSFTLoss:
     def __call__(self, network, batch: Tensor, noise: dict[str, Tensor] | None = None,
                  generator: torch.Generator | None = None, attn: Attention | None = None
                  ) -> LossOutput:
-        ids, answer = split(batch)
+        ids, answer = split(batch, self.eos_id)
         counted = up_to_first_eos(ids, answer, self.eos_id)
         logits = network(ids[:, :-1], attn=attn or Attention.causal())
         ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")

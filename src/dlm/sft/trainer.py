@@ -44,7 +44,10 @@ class SFTTrainer(Trainer):
         from ..data.loader import EpochLoader
 
         cfg = self.cfg
-        network, tokenizer, base = load_checkpoint(cfg.init_from, device="cpu")
+        # resuming: the run itself holds the architecture, tokenizer and kept settings (the
+        # base may have moved); its weights are loaded by the trainer's resume
+        source = self.run_dir if self.resuming else cfg.init_from
+        network, tokenizer, base = load_checkpoint(source, device="cpu")
         if base["kind"] != cfg.kind:
             raise DLMError(f"--init-from {cfg.init_from} is a {base['kind']} model, not "
                            f"{cfg.kind}")
@@ -53,9 +56,9 @@ class SFTTrainer(Trainer):
         self.seq_len = min(cfg.seq_len or self.net_config.max_seq_len,
                            self.net_config.max_seq_len)
         train_rows, val_rows = split_rows(read_rows(cfg.sft_data))
-        template = base.get("chat_template")
-        train, self.skipped = encode_rows(train_rows, tokenizer, self.seq_len, template)
-        val, _ = encode_rows(val_rows, tokenizer, self.seq_len, template)
+        template, bos = base.get("chat_template"), base.get("bos_token", "")
+        train, self.skipped = encode_rows(train_rows, tokenizer, self.seq_len, template, bos)
+        val, _ = encode_rows(val_rows, tokenizer, self.seq_len, template, bos)
         self.n_rows = len(train)
         sequences = collate(train, tokenizer.eos_id, length=self.seq_len).numpy()
         self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, self.dist.rank,
@@ -70,12 +73,12 @@ class SFTTrainer(Trainer):
         for module in network.modules():  # the fine-tuning dropout
             if isinstance(module, torch.nn.Dropout):
                 module.p = self.cfg.dropout
-        return network.float()
+        return network.float().train()  # loaded checkpoints come in eval mode
 
     def _build_objective(self):
         if self.cfg.kind == "ar":
             return ARSFTLoss(self.tokenizer.eos_id)
-        return DiffusionSFTLoss(self.tokenizer.mask_id, self.cfg.schedule)
+        return DiffusionSFTLoss(self.tokenizer.mask_id, self.tokenizer.eos_id, self.cfg.schedule)
 
     def evaluate(self) -> EvalResult:
         """Held-out answers (and their EOS) given their prompts: -log p in nats per token and
@@ -83,11 +86,18 @@ class SFTTrainer(Trainer):
         ids, answer = self.val_batch[:, 0], self.val_batch[:, 1].bool()
         target = up_to_first_eos(ids, answer, self.tokenizer.eos_id)
         kind = self.cfg.kind
-        with torch.no_grad(), autocast(self.device):
-            lp = sequence_logprob(self.network, kind, ids.to(self.device),
-                                  target.to(self.device), mask_id=self.tokenizer.mask_id,
-                                  shift=logit_shift(self.network, kind),
-                                  t_samples=self.cfg.eval_t_samples, seed=0)
+        valid = ~answer | target  # the EOS padding after the first EOS is not context
+        was_training = self.network.training
+        self.network.eval()
+        try:
+            with torch.no_grad(), autocast(self.device):
+                lp = sequence_logprob(
+                    self.network, kind, ids.to(self.device), target.to(self.device),
+                    mask_id=self.tokenizer.mask_id, valid=valid.to(self.device),
+                    shift=logit_shift(self.network, kind), t_samples=self.cfg.eval_t_samples,
+                    seed=0, batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum))
+        finally:
+            self.network.train(was_training)
         nats = -lp.sum().item()
         n_tokens = int(target.sum())
         n_bytes = int(self.tokenizer.token_bytes[ids[target].numpy()].sum())
@@ -99,7 +109,8 @@ class SFTTrainer(Trainer):
 
     def _model_config(self) -> dict:
         keep = {k: self.base_config[k] for k in ("objective", "source", "generation",
-                                                 "chat_template") if k in self.base_config}
+                                                 "chat_template", "bos_token", "sft_of")
+                if k in self.base_config}
         return {
             **keep,
             "kind": self.cfg.kind,
@@ -107,7 +118,8 @@ class SFTTrainer(Trainer):
             "data": {"sft_data": self.cfg.sft_data, "rows": self.n_rows,
                      "skipped_too_long": self.skipped, "seq_len": self.seq_len,
                      "epochs": self.loader.epochs_at(self.step)},
-            "sft_of": self.cfg.init_from,
+            "sft_of": keep.get("sft_of", self.cfg.init_from) if self.resuming
+            else self.cfg.init_from,
             "train": self.cfg.to_dict(),
             "step": self.step,
             "params": {"total": self.network.num_params(),

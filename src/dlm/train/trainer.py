@@ -507,7 +507,7 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
           start_from: str | Path | None = None) -> EvalResult:
     """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation.
     ``start_from``: continue another run's checkpoint under this config (see ``Trainer``)."""
-    if cfg.sft_data is not None:
+    if cfg.sft_data is not None or _resumes_sft(cfg):
         from ..sft.trainer import SFTTrainer
 
         trainer: Trainer = SFTTrainer(cfg, callbacks, start_from)
@@ -523,6 +523,17 @@ def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
     finally:
         if trainer.dist.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _resumes_sft(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` resumes a fine-tuning run (whose saved config names its SFT data)."""
+    path = Path(cfg.run_dir) / CONFIG_FILE
+    if not cfg.resume or not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("train", {}).get("sft_data") is not None
+    except json.JSONDecodeError:
+        return False
 
 
 def objective_config(cfg: TrainConfig) -> dict:
