@@ -104,20 +104,25 @@ def _stdlib_docs() -> list[tuple[str, str]]:
     return docs
 
 
-def _jsonl_docs(path: Path, text_field: str) -> list[tuple[str, str]]:
-    docs = []
-    with path.open(encoding="utf-8") as f:
+def iter_jsonl(path: Path):
+    """(line number, parsed row) of each non-blank line; bad JSON names the line."""
+    with Path(path).open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
-                raise DLMError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
-                raise DLMError(f"{path}:{lineno}: no string field {text_field!r} "
-                               f"(choose the field with --text-field)")
-            docs.append((f"{path.name}:{lineno:09d}", row[text_field]))
+                raise DLMError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+
+
+def _jsonl_docs(path: Path, text_field: str) -> list[tuple[str, str]]:
+    docs = []
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise DLMError(f"{path}:{lineno}: no string field {text_field!r} "
+                           f"(choose the field with --text-field)")
+        docs.append((f"{path.name}:{lineno:09d}", row[text_field]))
     return docs
 
 

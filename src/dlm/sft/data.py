@@ -19,12 +19,12 @@ and the EOS padding belongs to the answer (the model learns to end the text).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..data.corpora import iter_jsonl
 from ..errors import DLMError
 
 ROLES = ("system", "user", "assistant")
@@ -41,15 +41,7 @@ def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise DLMError(f"SFT data not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DLMError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        rows.append(to_messages(row, f"{path}:{n}"))
+    rows = [to_messages(row, f"{path}:{n}") for n, row in iter_jsonl(path)]
     if not rows:
         raise DLMError(f"{path}: no rows")
     return rows
