@@ -92,14 +92,21 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
         if name in sd and tuple(sd[name].shape) != tuple(tensor.shape):
             raise DLMError(f"{weights}: {name} has shape {tuple(sd[name].shape)}, "
                            f"config expects {tuple(tensor.shape)}")
-    network.load_state_dict(sd, strict=False, assign=True)
-    if net_cfg.tie_embeddings:
+    fill_network(network, sd, device, dtype)
+    return network, tokenizer, config
+
+
+def fill_network(network: Transformer, state: dict[str, torch.Tensor],
+                 device: str | torch.device, dtype: torch.dtype | None = None) -> Transformer:
+    """Put checked weights into a network built on the meta device (no copy), re-tie a tied
+    head, move it to ``device`` (and ``dtype``), eval mode."""
+    network.load_state_dict(state, strict=False, assign=True)
+    if network.config.tie_embeddings:
         network.lm_head.weight = network.embed_tokens.weight
     network.to(device)
     if dtype is not None:
         network.to(dtype)
-    network.eval()
-    return network, tokenizer, config
+    return network.eval()
 
 
 def is_dlm_dir(path: str | Path) -> bool:

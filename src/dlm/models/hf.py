@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..data.tokenizer import Tokenizer
 from ..errors import DLMError
+from .formats import fill_network
 from .transformer import Transformer, TransformerConfig
 
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
@@ -315,11 +316,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     if missing:
         raise DLMError(f"{path}: the checkpoint lacks {len(missing)} tensor(s) a {arch} model "
                        f"needs, e.g. {missing[0]!r}")
-    network.load_state_dict(state, strict=False, assign=True)
-    if net_cfg.tie_embeddings:
-        network.lm_head.weight = network.embed_tokens.weight
-    network.to(device)
-    network.eval()
+    fill_network(network, state, device)  # already cast tensor by tensor
     config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
               "chat_template": chat_template(path), "bos_token": bos_token(path),
               "source": {"format": arch, "path": str(path),
