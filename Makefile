@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	else \
 	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,lora,eval]"
 	@touch $(STAMP)
 
 demo: setup

@@ -136,7 +136,9 @@ def answer_logprob(path) -> float:
     ids, answer = batch[:, 0], batch[:, 1].bool()
     target = up_to_first_eos(ids, answer, model.eos_id)
     lp = sequence_logprob(model.network, model.kind, ids, target, mask_id=model.mask_id,
-                          shift=logit_shift(model.network, model.kind), t_samples=16, seed=0)
+                          valid=~answer | target,  # the EOS padding after the first EOS is no
+                          shift=logit_shift(model.network, model.kind),  # context
+                          t_samples=16, seed=0)
     return lp.sum().item()
 
 
@@ -203,3 +205,124 @@ def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
     assert main(["sft", str(trained["mdlm"]), str(data), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "qa.jsonl:1: expected" in err and err.count("\n") == 1
+
+
+# -- LoRA fine-tuning (PEFT) -------------------------------------------------------------------
+
+LORA = ["--lora", "r=8,alpha=16,targets=all"]
+
+
+@pytest.fixture(scope="module")
+def lora_base(tmp_path_factory, small_corpus):
+    """A base trained a little longer than ``trained``: a low-rank update of the projections
+    only (the embeddings stay frozen) needs a model whose head already knows the bytes."""
+    from tests.conftest import train_tiny
+
+    out = tmp_path_factory.mktemp("lora") / "base"
+    train_tiny(out, small_corpus, "mdlm", max_steps=150, eval_every=150, ckpt_every=150)
+    return out
+
+
+def sft_args(base, data, out, *extra):
+    return ["sft", str(base), str(data), "--out", str(out), "--batch-size", "8", "--lr", "1e-2",
+            "--warmup-steps", "5", "--threads", "1", "--no-progress", *extra]
+
+
+def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, capsys):
+    from safetensors.torch import load_file
+
+    import dlm
+    from dlm.cli import main
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
+    base_weights = load_file(str(lora_base / "model.safetensors"))
+    before = answer_logprob(lora_base)
+    run = tmp_path / "lora"
+    assert main(sft_args(lora_base, data, run, "--max-steps", "60", "--eval-every", "30",
+                         *LORA)) == 0
+    after = answer_logprob(run)
+    assert after > before + 0.5 * len(QA), (before, after)
+    # the run holds the adapter (PEFT's files) and a reference to the base, not its weights
+    assert not (run / "model.safetensors").exists()
+    adapter = load_file(str(run / "adapter_model.safetensors"))
+    config = json.loads((run / "config.json").read_text())["adapter"]
+    assert config["base"] == str(lora_base)
+    n_adapter = sum(t.numel() for t in adapter.values())
+    assert n_adapter == config["trainable_params"] < config["base_params"] / 2
+    optimizer = torch.load(run / "train_state" / "optimizer.pt", weights_only=True)
+    assert sum(s["exp_avg"].numel() for s in optimizer["state"].values()) == n_adapter
+    after_base = load_file(str(lora_base / "model.safetensors"))
+    assert all(torch.equal(base_weights[k], after_base[k]) for k in base_weights)
+    # the base alone, the base with the adapter, the adapter merged into a full checkpoint
+    tuned = dlm.load(run, device="cpu")
+    assert list(tuned.adapters.values()) == [1.0]
+    ids = torch.tensor([[5, 6, tuned.mask_id, 7, tuned.mask_id]])
+    with torch.no_grad():
+        with tuned.adapters_disabled():
+            torch.testing.assert_close(tuned.network(ids),
+                                       dlm.load(lora_base, device="cpu").network(ids))
+        with_adapter = tuned.network(ids)
+    assert main(["merge", str(run), str(tmp_path / "merged")]) == 0
+    merged = dlm.load(tmp_path / "merged", device="cpu")
+    with torch.no_grad():
+        torch.testing.assert_close(merged.network(ids), with_adapter, atol=1e-4, rtol=1e-4)
+    assert merged.config["merged_adapters"]["base"] == str(lora_base)
+    sample = ["sample", str(run), "User: Capital of France?\nAssistant: ", "--steps", "8",
+              "--gen-length", "8", "--seed", "0", "--temperature", "1", "--device", "cpu"]
+    on_base = [sample[0], str(lora_base), *sample[2:]]
+    texts = []
+    capsys.readouterr()
+    for args in (sample, on_base, [*sample, "--no-adapter"], [*on_base, "--adapter", str(run)]):
+        assert main(args) == 0
+        texts.append(capsys.readouterr().out)
+    tuned_text, base_text, base_again, tuned_again = texts
+    assert base_text == base_again and tuned_text == tuned_again and tuned_text != base_text
+    assert main(["info", str(run)]) == 0
+    assert "LoRA r=8,alpha=16,targets=all" in capsys.readouterr().out
+    assert main(["convert", str(run), str(tmp_path / "conv")]) == 2  # merging is explicit
+    assert "dlm merge" in capsys.readouterr().err
+
+
+def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    import dlm
+    from dlm.cli import main
+    from dlm.train import TrainConfig, train
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
+    base = tmp_path / "base"
+    shutil.copytree(lora_base, base)
+    common = dict(kind="mdlm", init_from=str(base), sft_data=str(data), max_steps=10,
+                  batch_size=4, ckpt_every=5, eval_every=5, warmup_steps=2, progress=False,
+                  threads=1, lora="r=4,alpha=8,dropout=0.1,targets=q,v,down")
+    train(TrainConfig(out=str(tmp_path / "straight"), **common))
+
+    class Crash(Exception):
+        pass
+
+    def crash(trainer, step, row):
+        if step == 7:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
+    assert main(["sft", str(base), str(data), "--out", str(tmp_path / "killed"), "--resume",
+                 "--threads", "1", "--no-progress"]) == 0  # a LoRA run resumes as one
+    a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(".mlp.down_proj." in k for k in a) and not any(".k_proj." in k for k in a)
+    # a moved base is named, and can be given
+    base.rename(tmp_path / "moved")
+    assert main(["sample", str(tmp_path / "straight"), "x", "--steps", "2", "--gen-length", "2",
+                 "--device", "cpu"]) == 2
+    assert "base checkpoint" in capsys.readouterr().err
+    model = dlm.load(tmp_path / "straight", device="cpu", base=tmp_path / "moved")
+    assert len(model.adapters) == 1
+    assert main(["sft", str(tmp_path / "moved"), str(data), "--lora", "r=0"]) == 2
+    assert "r >= 1" in capsys.readouterr().err

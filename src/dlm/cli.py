@@ -110,9 +110,45 @@ def cmd_sft(ns: argparse.Namespace) -> int:
     return cmd_train(ns)
 
 
+def parse_adapter(text: str) -> tuple[str, float]:
+    """'runs/style:0.7' -> ('runs/style', 0.7); without a number after the last colon the
+    weight is 1 (so hf:owner/name stays whole)."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(weight)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
+def load_model(ns: argparse.Namespace, path: str):
+    """``dlm.load`` with the shared --device / --dtype / --adapter / --no-adapter / --base."""
+    from . import load
+
+    adapters = [parse_adapter(a) for a in getattr(ns, "adapter", None) or []]
+    if adapters and getattr(ns, "no_adapter", False):
+        raise DLMError("--no-adapter runs the base alone; drop it or the --adapter flags")
+    model = load(path, device=getattr(ns, "device", "auto"), dtype=getattr(ns, "dtype", None),
+                 adapters=adapters, base=getattr(ns, "base", None))
+    if getattr(ns, "no_adapter", False):
+        if not model.adapters:
+            raise DLMError(f"--no-adapter: {path} carries no adapter")
+        model.set_adapters_enabled(False)
+    return model
+
+
+def add_adapter_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", action="append", metavar="PATH[:WEIGHT]",
+                   help="load a LoRA adapter (a dlm sft --lora run or a PEFT adapter folder) "
+                   "at this weight (default 1); repeat to combine several")
+    p.add_argument("--no-adapter", action="store_true",
+                   help="a LoRA run's base alone (its adapter switched off)")
+    p.add_argument("--base", metavar="PATH", help="a LoRA run's base checkpoint, if it moved")
+
+
 def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
     """Shared by sample / infill / edit: load, run, write the trace, animate or print."""
-    from . import load
     from .sample.config import SampleConfig
 
     if ns.trace:
@@ -120,7 +156,7 @@ def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
             raise DLMError(f"--trace {ns.trace}: use a .json or .html file name")
         if not Path(ns.trace).resolve().parent.is_dir():
             raise DLMError(f"--trace {ns.trace}: the folder does not exist")
-    model = load(ns.checkpoint, device=ns.device, dtype=ns.dtype)
+    model = load_model(ns, ns.checkpoint)
     fields = given(ns, SampleConfig)
     out = run(model, inputs if len(inputs) > 1 else inputs[0],
               trace=ns.animate or ns.trace is not None, **fields)
@@ -173,8 +209,6 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from . import load
-
     if ns.check_elbo:
         from .diffusion.check_elbo import check_elbo
 
@@ -184,7 +218,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         raise DLMError("give at least one checkpoint (or --check-elbo)")
     results = []
     for path in ns.checkpoints:
-        model = load(path, device=ns.device, dtype=ns.dtype)
+        model = load_model(ns, path)
         results.append((path, model.evaluate(ns.data, ns.eval_tokens, ns.t_samples, ns.seed)))
     if ns.json:
         print(json.dumps([{"checkpoint": p, **r.to_dict()} for p, r in results], indent=2))
@@ -277,6 +311,33 @@ def cmd_convert(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(ns: argparse.Namespace) -> int:
+    dest = Path(ns.dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DLMError(f"{dest} exists and is not empty; choose a new directory")
+    dtype, ns.dtype, ns.device = ns.dtype, None, "cpu"  # merge at the stored precision
+    model = load_model(ns, ns.source)
+    if not model.adapters:
+        raise DLMError(f"{ns.source} carries no adapter; give one or more --adapter PATH[:W]")
+    merged = model.adapters
+    base = model.config.get("adapter", {}).get("base", ns.source)
+    model.merge_adapters()
+    if dtype:
+        from .pipeline import parse_dtype
+
+        model.network.to(parse_dtype(dtype))
+    model.config["merged_adapters"] = {"base": base, "weights": merged,
+                                       "sources": [ns.source, *(ns.adapter or [])]}
+    if ns.to == "hf":
+        arch = model.save_pretrained(dest)
+        print(f"{dest}: {model!r} with {', '.join(merged)} merged, in the {arch} layout")
+    else:
+        model.save(dest)
+        print(f"{dest}: {model!r} with {', '.join(f'{n} x {w:g}' for n, w in merged.items())} "
+              "merged")
+    return 0
+
+
 def cmd_info(ns: argparse.Namespace) -> int:
     from .models.formats import read_config
 
@@ -298,6 +359,12 @@ def cmd_info(ns: argparse.Namespace) -> int:
         f"tokenizer    {tok.get('type')} vocab={tok['vocab_size']} mask={tok['mask_id']} "
         f"eos={tok['eos_id']} pad={tok['pad_id']}",
     ]
+    if cfg.get("adapter"):
+        a = cfg["adapter"]
+        lines.append(f"adapter      LoRA {a.get('lora')} on {a.get('base')}: "
+                     f"{a.get('trainable_params', 0):,} trained parameters "
+                     f"({100 * a.get('trainable_params', 0) / max(a.get('base_params', 1), 1):.2f}"
+                     f"% of the base)")
     if data.get("sft_data"):
         lines.append(f"fine-tuned   from {cfg.get('sft_of')} on {data['sft_data']}: "
                      f"{data.get('rows')} rows ({data.get('skipped_too_long', 0)} too long), "
@@ -352,6 +419,9 @@ SAMPLE_EXAMPLES = """examples:
   dlm sample runs/tiny "ROMEO:" --num-samples 4 --temperature 0.9  # best of 4 by likelihood
   dlm sample runs/tiny "ROMEO:" --beam-width 4 --cfg-scale 1.0
   dlm sample runs/tiny-ar "ROMEO:" --gen-length 200 --top-p 0.9 --temperature 0.8
+  dlm sample runs/tiny-qa-lora "User: Capital of France?\nAssistant: "   # base + its LoRA
+  dlm sample runs/tiny "ROMEO:" --adapter runs/style:0.7 --adapter runs/facts:0.3
+  dlm sample runs/tiny-qa-lora "ROMEO:" --no-adapter             # the base alone
 """
 
 INFILL_EXAMPLES = """examples:
@@ -402,6 +472,8 @@ SFT_EXAMPLES = """examples:
   dlm sft ~/models/LLaDA-8B-Base chat.jsonl --device cuda --batch-size 8 --grad-accum 4 \\
       --seq-len 1024 --lr 2.5e-5 --max-steps 2000
   dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa --resume   # after a kill
+  dlm sft ~/models/LLaDA-8B-Instruct chat.jsonl --lora r=16,alpha=32,targets=all \
+      --device cuda --lr 2e-4 --max-steps 1000 --out runs/llada-lora   # adapter only (PEFT)
 rows: {"prompt": "...", "response": "..."} or {"messages": [{"role": "user", "content": ...},
       ..., {"role": "assistant", "content": ...}]}   (the last message is the answer)
 """
@@ -411,6 +483,12 @@ CONVERT_EXAMPLES = """examples:
   dlm convert ~/models/Dream-v0-Instruct-7B runs/dream-7b
   dlm convert runs/tiny runs/tiny-hf --to hf      # LLaDA layout + generation_config.json
 dlm sample / infill / eval also load the published directory directly
+"""
+
+MERGE_EXAMPLES = """examples:
+  dlm merge runs/tiny-qa-lora runs/tiny-qa                 # a LoRA run -> a full checkpoint
+  dlm merge runs/tiny --adapter runs/style:0.7 --adapter runs/facts:0.3 runs/tiny-mix
+  dlm merge runs/llada-lora runs/llada-merged --dtype bf16 --to hf
 """
 
 INFO_EXAMPLES = """examples:
@@ -485,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda")
         p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
                        help="weights dtype (default: as stored)")
+        add_adapter_flags(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("eval", help="held-out bits/byte of one or more checkpoints",
@@ -505,6 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
                    help="weights dtype (default: as stored)")
+    add_adapter_flags(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("experiment", help="multi-run studies: data-constrained, steps-quality",
@@ -589,6 +669,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "shifted-logit models) with generation_config.json holding the sampler "
                    "defaults")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("merge", help="fold LoRA adapters into a new full checkpoint",
+                       description="Load a checkpoint with its LoRA adapter(s) (a dlm sft --lora "
+                       "run, and/or --adapter PATH[:WEIGHT] folders), merge each into the "
+                       "weights at its weight, and write a plain checkpoint.",
+                       epilog=MERGE_EXAMPLES, formatter_class=fmt)
+    p.add_argument("source", help="a LoRA run, or any checkpoint with --adapter")
+    p.add_argument("dest", help="new directory (must not exist or be empty)")
+    p.add_argument("--adapter", action="append", metavar="PATH[:WEIGHT]",
+                   help="another adapter to merge at this weight (default 1); repeatable")
+    p.add_argument("--base", metavar="PATH", help="the LoRA run's base checkpoint, if it moved")
+    p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="store the merged weights in this dtype (merging is done as stored)")
+    p.add_argument("--to", default="dlm", choices=("dlm", "hf"),
+                   help="dlm: our format; hf: the published LLaDA / Dream layout")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("info", help="what a checkpoint holds",
                        description="Kind, parameter counts, tokenizer, data and training "

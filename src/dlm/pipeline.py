@@ -338,6 +338,54 @@ class Model:
                             t_samples=t_samples, seed=seed, batch_size=batch_size,
                             block_size=self.block_size)
 
+    # --- LoRA adapters (PEFT; see dlm.models.lora) --------------------------------------------
+    @property
+    def adapters(self) -> dict[str, float]:
+        """Loaded adapter -> weight (all are active; {} when none)."""
+        from .models import lora
+
+        return lora.adapter_weights(self.network) if lora.has_adapters(self.network) else {}
+
+    def add_adapter(self, path: str | Path, weight: float = 1.0, name: str | None = None) -> str:
+        """Load a LoRA adapter (a ``dlm sft --lora`` run or any PEFT adapter directory, ours
+        or written for the published LLaDA / Dream names) beside those already loaded, scaled
+        by ``weight``; returns its name.
+
+            model.add_adapter("runs/style", 0.7); model.add_adapter("runs/facts", 0.3)
+        """
+        from .models import lora
+        from .models.formats import hub_snapshot
+
+        return lora.load_adapter(self.network, hub_snapshot(path), weight, name)
+
+    def set_adapter_weights(self, weights: dict[str, float]) -> None:
+        """Re-weight loaded adapters by name (0 mutes one; negative subtracts it)."""
+        from .models import lora
+
+        lora.set_weights(self.network, weights)
+
+    def set_adapters_enabled(self, on: bool) -> None:
+        """Switch every loaded adapter off (the base alone) or back on."""
+        from .models import lora
+
+        lora.set_enabled(self.network, on)
+
+    def adapters_disabled(self):
+        """``with model.adapters_disabled(): ...`` runs the base alone."""
+        from .models import lora
+
+        return lora.adapters_disabled(self.network)
+
+    def merge_adapters(self) -> Model:
+        """Fold the loaded adapters (at their weights) into the weights, in place; the network
+        is a plain Transformer again (``save`` then writes a full checkpoint)."""
+        from .models import lora
+
+        if lora.has_adapters(self.network):
+            lora.merge_adapters(self.network)
+            self.config = {k: v for k, v in self.config.items() if k != "adapter"}
+        return self
+
     def save_pretrained(self, path: str | Path) -> str:
         """Write the published layout (LLaDA, or Dream for shifted-logit models) with a
         generation_config.json holding this model's sampler defaults; dlm.load reads it back.
@@ -358,15 +406,26 @@ class Model:
 
 
 def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str | None = None,
-         strict: bool = True) -> Model:
-    """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``), or a published
-    LLaDA / Dream directory (config.json + safetensors + tokenizer.json). ``dtype``: a torch
-    dtype or bf16 | fp16 | fp32 (default: as stored)."""
+         strict: bool = True, adapters: list | tuple = (), base: str | Path | None = None
+         ) -> Model:
+    """Load a checkpoint directory written by ``dlm train`` (or ``Model.save``), a LoRA run of
+    ``dlm sft --lora`` (its base + the adapter), or a published LLaDA / Dream directory
+    (config.json + safetensors + tokenizer.json). ``dtype``: a torch dtype or bf16 | fp16 |
+    fp32 (default: as stored). ``adapters``: more LoRA adapters to load, each a path or a
+    (path, weight) pair. ``base``: a LoRA run's base checkpoint if it has moved.
+
+        model = dlm.load("runs/llada", adapters=[("runs/style", 0.7), "runs/facts"])
+    """
     network, tokenizer, config = load_checkpoint(path, device=resolve_device(device),
-                                                 dtype=parse_dtype(dtype), strict=strict)
+                                                 dtype=parse_dtype(dtype), strict=strict,
+                                                 base=base)
     network.default_attention = attention_for(config["kind"],
                                               config.get("objective", {}).get("block_size"))
-    return Model(network, tokenizer, config)
+    model = Model(network, tokenizer, config)
+    for a in adapters:
+        a_path, weight = (a, 1.0) if isinstance(a, (str, Path)) else a
+        model.add_adapter(a_path, weight)
+    return model
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

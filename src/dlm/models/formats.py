@@ -28,19 +28,26 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 
 def state_dict_for_save(network: Transformer) -> dict[str, torch.Tensor]:
     sd = {k: v.detach().contiguous() for k, v in network.state_dict().items()}
+    if any(".lora_" in k for k in sd):
+        raise DLMError("this network carries LoRA adapters: merge them first (dlm merge, or "
+                       "Model.merge_adapters()) or save the adapter alone")
     if network.config.tie_embeddings:
         sd.pop("lm_head.weight", None)
     return sd
 
 
 def save_model_dir(path: str | Path, network: Transformer, tokenizer: Tokenizer,
-                   config: dict) -> None:
-    """Write config.json, model.safetensors and tokenizer.json into ``path`` (created)."""
+                   config: dict, weights: bool = True) -> None:
+    """Write config.json, model.safetensors and tokenizer.json into ``path`` (created).
+    ``weights=False``: no model.safetensors (an adapter run: its weights are the base's plus
+    the adapter written beside, see ``models.lora``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, **config,
             "model": network.config.to_dict(), "tokenizer": tokenizer.config()}
-    save_file(state_dict_for_save(network), str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+    if weights:
+        save_file(state_dict_for_save(network), str(path / WEIGHTS_FILE),
+                  metadata={"format": "pt"})
     tokenizer.save(path / TOKENIZER_FILE)
     (path / CONFIG_FILE).write_text(json.dumps(full, indent=2) + "\n")
 
@@ -118,12 +125,17 @@ def is_dlm_dir(path: str | Path) -> bool:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    dtype: torch.dtype | None = None, strict: bool = True
-                    ) -> tuple[Transformer, Tokenizer, dict]:
-    """Our checkpoint directory, or a published LLaDA / Dream one (``models.hf``);
-    ``hf:owner/name`` is downloaded from the Hub first (optional huggingface_hub)."""
+                    dtype: torch.dtype | None = None, strict: bool = True,
+                    base: str | Path | None = None) -> tuple[Transformer, Tokenizer, dict]:
+    """Our checkpoint directory (a LoRA run: its base with the adapter loaded), or a published
+    LLaDA / Dream one (``models.hf``); ``hf:owner/name`` is downloaded from the Hub first
+    (optional huggingface_hub). ``base``: a LoRA run's base, if it moved."""
     path = hub_snapshot(path)
     if is_dlm_dir(path):
+        if "adapter" in read_config(path):
+            from .lora import load_adapter_run
+
+            return load_adapter_run(path, device, dtype, base)
         return load_model_dir(path, device, dtype)
     from .hf import load_hf_dir
 

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..data.tokenizer import Tokenizer
 from ..errors import DLMError
-from .formats import fill_network
+from .formats import fill_network, state_dict_for_save
 from .transformer import Transformer, TransformerConfig
 
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
@@ -402,11 +402,8 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
             "max_position_embeddings": c.max_seq_len, "use_sliding_window": False,
             "bos_token_id": tokenizer.eos_id, **ids}
     hf_config["torch_dtype"] = str(network.embed_tokens.weight.dtype).removeprefix("torch.")
-    state = {}
-    for name, tensor in network.state_dict().items():
-        if name == "lm_head.weight" and c.tie_embeddings:
-            continue
-        state[published_name(arch, name)] = tensor.detach().contiguous()
+    state = {published_name(arch, name): tensor
+             for name, tensor in state_dict_for_save(network).items()}  # a tied head once
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / SINGLE_FILE), metadata={"format": "pt"})

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from ..devices import autocast
 from ..diffusion.likelihood import EvalResult, sequence_logprob
 from ..errors import DLMError
-from ..models.formats import load_checkpoint
+from ..models.formats import load_checkpoint, read_config, save_model_dir
+from ..models.lora import (
+    LoraSpec,
+    add_lora,
+    base_params,
+    fill_adapter,
+    has_adapters,
+    merge_adapters,
+    save_adapter,
+)
 from ..models.transformer import Transformer
 from ..sample.driver import logit_shift
 from ..train.trainer import Trainer
@@ -29,6 +39,7 @@ from .data import collate, encode_rows, read_rows
 from .loss import ARSFTLoss, DiffusionSFTLoss, up_to_first_eos
 
 LN2 = math.log(2)
+LORA_NAME = "default"  # the adapter a LoRA run trains
 
 
 def split_rows(rows: list) -> tuple[list, list]:
@@ -45,9 +56,14 @@ class SFTTrainer(Trainer):
 
         cfg = self.cfg
         # resuming: the run itself holds the architecture, tokenizer and kept settings (the
-        # base may have moved); its weights are loaded by the trainer's resume
-        source = self.run_dir if self.resuming else cfg.init_from
+        # base may have moved); its weights are loaded by the trainer's resume. A LoRA run
+        # holds only its adapter: its base is loaded and the adapter is put back on resume.
+        source = cfg.init_from
+        if self.resuming:
+            source = read_config(self.run_dir).get("adapter", {}).get("base", self.run_dir)
         network, tokenizer, base = load_checkpoint(source, device="cpu")
+        if has_adapters(network):  # a LoRA run as the start: fine-tune its merged weights
+            merge_adapters(network)
         if base["kind"] != cfg.kind:
             raise DLMError(f"--init-from {cfg.init_from} is a {base['kind']} model, not "
                            f"{cfg.kind}")
@@ -73,7 +89,23 @@ class SFTTrainer(Trainer):
         for module in network.modules():  # the fine-tuning dropout
             if isinstance(module, torch.nn.Dropout):
                 module.p = self.cfg.dropout
+        if self.cfg.lora:  # the base stays frozen in its stored dtype; the adapter is fp32
+            self.base_params = base_params(network)
+            self.trainable = add_lora(network, LoraSpec.parse(self.cfg.lora), LORA_NAME)
+            return network.train()
         return network.float().train()  # loaded checkpoints come in eval mode
+
+    def _save_model(self, path: Path) -> None:
+        if not self.cfg.lora:
+            return super()._save_model(path)
+        save_model_dir(path, self.network, self.tokenizer, self._model_config(), weights=False)
+        save_adapter(path, self.network, LORA_NAME, base=self.cfg.init_from)
+
+    def _load_weights(self, path: Path) -> dict:
+        if not self.cfg.lora:
+            return super()._load_weights(path)
+        fill_adapter(self.network, path, LORA_NAME)
+        return read_config(path)
 
     def _build_objective(self):
         if self.cfg.kind == "ar":
@@ -118,11 +150,14 @@ class SFTTrainer(Trainer):
             "data": {"sft_data": self.cfg.sft_data, "rows": self.n_rows,
                      "skipped_too_long": self.skipped, "seq_len": self.seq_len,
                      "epochs": self.loader.epochs_at(self.step)},
-            "sft_of": keep.get("sft_of", self.cfg.init_from) if self.resuming
-            else self.cfg.init_from,
+            "sft_of": self.cfg.init_from,
             "train": self.cfg.to_dict(),
             "step": self.step,
-            "params": {"total": self.network.num_params(),
-                       "non_embedding": self.network.num_params(non_embedding=True)},
+            "params": self.base_config.get("params", {}) if self.cfg.lora else
+            {"total": self.network.num_params(),
+             "non_embedding": self.network.num_params(non_embedding=True)},
+            **({"adapter": {"base": self.cfg.init_from, "base_params": self.base_params,
+                            "lora": self.cfg.lora, "trainable_params": self.trainable}}
+               if self.cfg.lora else {}),
             "eval": self.last_eval.to_dict() if self.last_eval else None,
         }

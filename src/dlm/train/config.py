@@ -61,6 +61,10 @@ class TrainConfig:
     sft_data: str | None = _f(None, "fine-tune on a .jsonl of {\"messages\": [...]} or "
                               "{\"prompt\", \"response\"} rows (LLaDA's SFT recipe; AR: "
                               "loss on the answer only)")
+    lora: str | None = _f(None, "fine-tune a LoRA adapter instead of every weight (PEFT), e.g. "
+                          "r=8,alpha=16,dropout=0.05,targets=q,k,v,o (targets: q k v o gate up "
+                          "down, or attn / mlp / all); the run saves the adapter beside a "
+                          "reference to the base")
     max_steps: int | None = _f(None, "optimizer steps to train")
     max_minutes: float | None = _f(None, "wall-clock budget; alone, it sizes the LR schedule "
                                    "from the measured speed (default 10 when no other limit); "
@@ -147,6 +151,12 @@ class TrainConfig:
             raise DLMError("--ar-token-noise is for --kind ar only")
         if (self.init_from is None) != (self.sft_data is None):
             raise DLMError("fine-tuning needs both --init-from CHECKPOINT and --sft-data FILE")
+        if self.lora is not None:
+            if self.init_from is None:
+                raise DLMError("--lora fine-tunes a checkpoint: give --init-from (dlm sft)")
+            from ..models.lora import LoraSpec
+
+            LoraSpec.parse(self.lora)  # a clear error now, not after loading the base
         if self.sft_data is not None and self.kind == "bd3lm":
             raise DLMError("SFT of block-diffusion models is not supported yet")
         if self.batch_size % self.grad_accum:

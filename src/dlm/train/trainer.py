@@ -216,8 +216,9 @@ class Trainer:
         return Tokenizer(HFTokenizer.from_str(payload[0]), kind="bpe")
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        decay = [p for p in self.network.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.network.parameters() if p.dim() < 2]
+        params = [p for p in self.network.parameters() if p.requires_grad]  # LoRA: the adapter
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
         groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"
@@ -301,7 +302,7 @@ class Trainer:
                  "world_size": self.dist.world_size, "rank_fingerprints": fingerprints}
 
         def write(tmp: Path) -> None:
-            save_model_dir(tmp, self.network, self.tokenizer, self._model_config())
+            self._save_model(tmp)
             write_csv(tmp / "metrics.csv", self.rows)
             plot_losses(tmp / "loss.png", self.rows,
                         f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
@@ -310,9 +311,18 @@ class Trainer:
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
 
-    def _load_checkpoint(self, path: Path, plan_from_config: bool = False) -> None:
+    def _save_model(self, path: Path) -> None:
+        """The weights, tokenizer and config.json of a checkpoint (SFT with LoRA: the adapter)."""
+        save_model_dir(path, self.network, self.tokenizer, self._model_config())
+
+    def _load_weights(self, path: Path) -> dict:
+        """Put a checkpoint's weights into ``self.network``; returns its config.json."""
         network, _, config = load_model_dir(path, device=self.device)
         self.network.load_state_dict(network.state_dict())
+        return config
+
+    def _load_checkpoint(self, path: Path, plan_from_config: bool = False) -> None:
+        config = self._load_weights(path)
         state, optim, rng = ckpt.load_train_state(path, self.dist.rank)
         if state.get("world_size", 1) != self.dist.world_size:
             raise DLMError(f"{self.run_dir} was trained with {state.get('world_size', 1)} "

@@ -1,0 +1,402 @@
+"""LoRA adapters on our ``Transformer``, through PEFT (optional extra: ``pip install 'dlm[lora]'``).
+
+PEFT injects its LoRA layers into the network in place, so the network stays a ``Transformer``
+and every sampler, cache and likelihood works on it unchanged. Several adapters can be loaded
+at once: all are active, each scaled by its weight (the effective update of a layer is
+``sum_i weight_i * alpha_i / r_i * B_i A_i``), and all can be switched off together. The state
+lives where PEFT keeps it: in the LoRA layers and the network's ``peft_config``.
+
+An adapter on disk is PEFT's own layout, ``adapter_config.json`` + ``adapter_model.safetensors``
+(keys ``base_model.model.<module>.lora_A.weight``), so PEFT itself reads ours. Adapters trained
+with PEFT on the published LLaDA / Dream models (their module names) load too: the names are
+mapped with the same table the checkpoint loader uses.
+
+    spec = LoraSpec.parse("r=8,alpha=16,targets=q,k,v,o")
+    add_lora(network, spec)                           # a fresh trainable adapter
+    save_adapter("runs/a", network, "default")
+    load_adapter(network, "runs/a", weight=0.5)       # at sampling time; several may be loaded
+    with adapters_disabled(network): ...              # the base alone
+    merge_adapters(network)                           # into the base weights, plain layers again
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import DLMError
+
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the module names it saves
+
+# short target names -> our module names (suffix-matched by PEFT)
+TARGETS = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.o_proj",
+           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+GROUPS = {"attn": ("q", "k", "v", "o"), "mlp": ("gate", "up", "down"),
+          "all": tuple(TARGETS)}
+
+
+def peft():
+    try:
+        import peft as _peft
+    except ImportError:
+        raise DLMError("LoRA needs PEFT: pip install 'dlm[lora]'") from None
+    return _peft
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """What ``--lora`` says: rank, alpha (the update is scaled by alpha / r), dropout on the
+    adapter's input, and which projections get an adapter (q k v o gate up down, or the groups
+    attn / mlp / all)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q", "k", "v", "o")
+    rslora: bool = False  # scale by alpha / sqrt(r) (rank-stabilised LoRA)
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """'r=8,alpha=16,targets=q,k,v,o' (a bare word continues the list of the key before)."""
+        values: dict[str, list[str]] = {}
+        key = None
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            if "=" in part:
+                key, _, value = part.partition("=")
+                key = key.strip().replace("-", "_")
+                values[key] = [value.strip()]
+            elif key == "targets":
+                values[key].append(part)
+            else:
+                raise DLMError(f"--lora {text!r}: write key=value pairs, e.g. "
+                               "r=8,alpha=16,dropout=0.05,targets=q,k,v,o")
+        known = {"r", "alpha", "dropout", "targets", "rslora"}
+        for k in values:
+            if k not in known:
+                raise DLMError(f"--lora: unknown key {k!r} (known: {', '.join(sorted(known))})")
+        targets: list[str] = []
+        for t in values.get("targets", list(cls.targets)):
+            for name in GROUPS.get(t, (t,)):
+                if name not in TARGETS:
+                    raise DLMError(f"--lora: unknown target {name!r}; choose from "
+                                   f"{', '.join([*TARGETS, *GROUPS])}")
+                if name not in targets:
+                    targets.append(name)
+        try:
+            spec = cls(r=int(values.get("r", [cls.r])[0]),
+                       alpha=float(values.get("alpha", [cls.alpha])[0]),
+                       dropout=float(values.get("dropout", [cls.dropout])[0]),
+                       targets=tuple(targets),
+                       rslora=str(values.get("rslora", ["false"])[0]).lower()
+                       in ("1", "true", "yes", "on"))
+        except ValueError as e:
+            raise DLMError(f"--lora {text!r}: {e}") from None
+        if spec.r < 1 or not 0 <= spec.dropout < 1 or spec.alpha <= 0:
+            raise DLMError(f"--lora {text!r}: need r >= 1, alpha > 0 and 0 <= dropout < 1")
+        return spec
+
+    def describe(self) -> str:
+        return (f"r={self.r},alpha={self.alpha:g},dropout={self.dropout:g},"
+                f"targets={','.join(self.targets)}" + (",rslora=true" if self.rslora else ""))
+
+    def peft_config(self):
+        return peft().LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                                 target_modules=[TARGETS[t] for t in self.targets],
+                                 use_rslora=self.rslora)
+
+
+def _layers(network: torch.nn.Module):
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, m) for name, m in network.named_modules() if isinstance(m, LoraLayer)]
+
+
+def has_adapters(network: torch.nn.Module) -> bool:
+    return bool(getattr(network, "peft_config", None))
+
+
+def _inject(network: torch.nn.Module, config, name: str) -> None:
+    """Add adapter ``name`` (PEFT layers, in place); every loaded adapter stays active."""
+    existing = dict(getattr(network, "peft_config", {}) or {})
+    if name in existing:
+        raise DLMError(f"an adapter named {name!r} is already loaded")
+    with warnings.catch_warnings():  # PEFT warns about our non-transformers model
+        warnings.simplefilter("ignore")
+        peft().inject_adapter_in_model(config, network, adapter_name=name)
+    network.peft_config = {**existing, name: config}  # PEFT's attribute: one entry per adapter
+    for _, layer in _layers(network):
+        layer.set_adapter(list(network.peft_config))
+    for n, p in network.named_parameters():  # nothing trains unless asked (add_lora)
+        if ".lora_" in n:
+            p.requires_grad_(False)
+
+
+def add_lora(network: torch.nn.Module, spec: LoraSpec, name: str = "default") -> int:
+    """A fresh adapter to train (B = 0, so the network is unchanged at first); only its
+    parameters require gradients. Returns how many parameters it has."""
+    for p in network.parameters():
+        p.requires_grad_(False)
+    _inject(network, spec.peft_config(), name)
+    trainable = lora_parameters(network, name)
+    for p in trainable.values():
+        p.requires_grad_(True)
+    return sum(p.numel() for p in trainable.values())
+
+
+def lora_parameters(network: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in network.named_parameters() if f".{name}." in n and ".lora_" in n}
+
+
+def adapter_state(network: torch.nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """Adapter ``name``'s tensors under PEFT's saved names (``...lora_A.weight``)."""
+    state = peft().get_peft_model_state_dict(network, adapter_name=name)
+    return {PEFT_PREFIX + k: v.detach().contiguous() for k, v in state.items()}
+
+
+def save_adapter(path: str | Path, network: torch.nn.Module, name: str,
+                 base: str | None = None) -> None:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's layout) into
+    ``path``; ``base`` is recorded as the base model's path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = network.peft_config[name].to_dict()
+    config["base_model_name_or_path"] = base
+    for k, v in config.items():
+        if isinstance(v, set):
+            config[k] = sorted(v)
+    config["peft_type"] = str(getattr(config["peft_type"], "value", config["peft_type"]))
+    save_file(adapter_state(network, name), str(path / ADAPTER_WEIGHTS),
+              metadata={"format": "pt"})
+    (path / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+# modules of the published layouts -> ours (the checkpoint loader's table, on module names)
+def _our_module(module: str) -> str | None:
+    from .hf import our_name
+
+    for arch in ("llada", "dream"):
+        ours = our_name(arch, module + ".weight")
+        if ours:
+            return ours.removesuffix(".weight")
+    return None
+
+
+_UNSUPPORTED = {"use_dora": (True,), "modules_to_save": None, "layers_to_transform": None,
+                "layers_pattern": None, "trainable_token_indices": None,
+                "target_parameters": None, "lora_bias": (True,), "fan_in_fan_out": (True,)}
+
+
+def read_adapter(path: str | Path, network: torch.nn.Module):
+    """(PEFT LoraConfig, tensors under our module names) of an adapter directory; refuses what
+    would not load exactly, naming the file and the key."""
+    path = Path(path)
+    cfg_file, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
+    if not cfg_file.is_file():
+        raise DLMError(f"{path}: not an adapter (no {ADAPTER_CONFIG})")
+    if not weights.is_file():
+        raise DLMError(f"{path}: missing {ADAPTER_WEIGHTS} (only safetensors adapters load)")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{cfg_file}: invalid JSON ({e.msg})") from None
+    if str(raw.get("peft_type", "")).upper() != "LORA":
+        raise DLMError(f"{cfg_file}: peft_type {raw.get('peft_type')!r} is not supported "
+                       "(LoRA only)")
+    for key, bad in _UNSUPPORTED.items():
+        value = raw.get(key)
+        if (bad is None and value) or (bad is not None and value in bad):
+            raise DLMError(f"{cfg_file}: {key}={value!r} is not supported")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise DLMError(f"{weights}: cannot read ({e})") from None
+    modules = dict(network.named_modules())
+    ours, foreign = {}, False
+    for key, tensor in state.items():
+        m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.(lora_[AB])\.weight", key)
+        if not m:
+            raise DLMError(f"{weights.name}: unsupported adapter tensor {key!r} (plain LoRA "
+                           "A/B weights only)")
+        module = m.group(1)
+        if module not in modules:
+            mapped = _our_module(module)
+            if mapped is None or mapped not in modules:
+                raise DLMError(f"{weights.name}: tensor {key!r} names no layer of this model")
+            module, foreign = mapped, True
+        ours[f"{module}.{m.group(2)}.weight"] = tensor
+    if foreign and (raw.get("rank_pattern") or raw.get("alpha_pattern")):
+        raise DLMError(f"{cfg_file}: rank_pattern / alpha_pattern of an adapter written for the "
+                       "published model names are not supported")
+    targets = sorted({k.rsplit(".", 2)[0] for k in ours})
+    r = _rank(ours, raw, weights)
+    keep = {k: raw[k] for k in ("lora_alpha", "lora_dropout", "use_rslora", "rank_pattern",
+                                "alpha_pattern") if raw.get(k) is not None}
+    config = peft().LoraConfig(r=r, target_modules=targets, **keep)
+    return config, ours
+
+
+def _rank(state: dict[str, torch.Tensor], raw: dict, where: Path) -> int:
+    ranks = {v.shape[0] for k, v in state.items() if k.endswith("lora_A.weight")}
+    if not ranks:
+        raise DLMError(f"{where}: no LoRA tensors")
+    if len(ranks) > 1 and not raw.get("rank_pattern"):
+        raise DLMError(f"{where}: layers of ranks {sorted(ranks)} but no rank_pattern")
+    return int(raw.get("r") or max(ranks))
+
+
+def adapter_name(path: str | Path, network: torch.nn.Module) -> str:
+    """A name from the folder name, unique among the loaded adapters, that PEFT can use as a
+    module key (not an attribute of nn.ModuleDict such as 'half' or 'train')."""
+    base = re.sub(r"\W", "_", Path(str(path).rstrip("/")).name) or "adapter"
+    taken = set(getattr(network, "peft_config", {}) or {})
+    name, n = base, 1
+    while name in taken or hasattr(torch.nn.ModuleDict, name):
+        n += 1
+        name = f"{base}_{n}"
+    return name
+
+
+def load_adapter(network: torch.nn.Module, path: str | Path, weight: float = 1.0,
+                 name: str | None = None) -> str:
+    """Load an adapter directory onto ``network`` (alongside any loaded ones), scaled by
+    ``weight``. Every adapter tensor must fill a LoRA layer and every layer must be filled.
+    Returns its name."""
+    config, state = read_adapter(path, network)
+    name = name or adapter_name(path, network)
+    if not name.isidentifier() or hasattr(torch.nn.ModuleDict, name):
+        raise DLMError(f"adapter name {name!r}: use letters, digits and _ (and not a "
+                       "torch.nn.Module method name)")
+    _inject(network, config, name)
+    try:
+        _fill(network, state, name, Path(path) / ADAPTER_WEIGHTS)
+    except DLMError:
+        drop_adapter(network, name)
+        raise
+    set_weights(network, {name: weight})
+    return name
+
+
+def fill_adapter(network: torch.nn.Module, path: str | Path, name: str) -> None:
+    """Overwrite the tensors of the loaded adapter ``name`` with those saved in ``path``
+    (resuming a LoRA run)."""
+    _, state = read_adapter(path, network)
+    _fill(network, state, name, Path(path) / ADAPTER_WEIGHTS)
+
+
+def _fill(network: torch.nn.Module, state: dict, name: str, where: Path) -> None:
+    try:
+        result = peft().set_peft_model_state_dict(network, state, adapter_name=name)
+    except RuntimeError as e:  # a size mismatch: PEFT names the tensor
+        raise DLMError(f"{where}: does not fit this model "
+                       f"({str(e).strip().splitlines()[-1].strip()})") from None
+    missing = [k for k in result.missing_keys if f".{name}." in k and ".lora_" in k]
+    if missing or result.unexpected_keys:
+        raise DLMError(f"{where}: tensors do not match the adapter's layers (missing "
+                       f"{missing[:2]}, unexpected {list(result.unexpected_keys)[:2]})")
+
+
+def drop_adapter(network: torch.nn.Module, name: str) -> None:
+    for _, layer in _layers(network):
+        if name in layer.lora_A:
+            layer.delete_adapter(name)
+    network.peft_config = {k: v for k, v in network.peft_config.items() if k != name}
+    for _, layer in _layers(network):
+        layer.set_adapter(list(network.peft_config))
+
+
+def _base_scale(layer, name: str) -> float:
+    r = layer.r[name]
+    return layer.lora_alpha[name] / (r ** 0.5 if layer.use_rslora.get(name) else r)
+
+
+def adapter_weights(network: torch.nn.Module) -> dict[str, float]:
+    """Loaded adapter -> its weight (the factor on its alpha / r scaling)."""
+    out = {}
+    for _, layer in _layers(network):
+        for name in layer.scaling:
+            out.setdefault(name, layer.scaling[name] / _base_scale(layer, name))
+    return {n: out[n] for n in getattr(network, "peft_config", {}) if n in out}
+
+
+def set_weights(network: torch.nn.Module, weights: dict[str, float]) -> None:
+    loaded = set(getattr(network, "peft_config", {}) or {})
+    for name in weights:
+        if name not in loaded:
+            raise DLMError(f"no adapter named {name!r} is loaded (loaded: "
+                           f"{', '.join(sorted(loaded)) or 'none'})")
+    for _, layer in _layers(network):
+        for name, w in weights.items():
+            layer.set_scale(name, float(w))
+
+
+def set_enabled(network: torch.nn.Module, on: bool) -> None:
+    """Switch every loaded adapter on or off (off: the base alone, at no extra cost)."""
+    for _, layer in _layers(network):
+        layer.enable_adapters(on)
+
+
+@contextlib.contextmanager
+def adapters_disabled(network: torch.nn.Module):
+    """Run the base alone inside the block (then back to how it was)."""
+    layers = _layers(network)
+    was_off = [layer.disable_adapters for _, layer in layers]
+    set_enabled(network, False)
+    try:
+        yield network
+    finally:
+        for (_, layer), off in zip(layers, was_off):
+            layer.enable_adapters(not off)
+
+
+def merge_adapters(network: torch.nn.Module) -> torch.nn.Module:
+    """Fold every loaded adapter (at its weight) into the base weights and put the plain
+    layers back: the network is an ordinary ``Transformer`` again."""
+    for name, layer in _layers(network):
+        layer.merge(adapter_names=list(network.peft_config))
+        parent, _, child = name.rpartition(".")
+        setattr(network.get_submodule(parent), child, layer.get_base_layer())
+    if hasattr(network, "peft_config"):
+        del network.peft_config
+    return network
+
+
+def base_params(network: torch.nn.Module) -> int:
+    """Parameters of the network without its adapters."""
+    return sum(p.numel() for n, p in network.named_parameters() if ".lora_" not in n)
+
+
+def load_adapter_run(path: str | Path, device: str | torch.device = "cpu",
+                     dtype: torch.dtype | None = None, base: str | Path | None = None):
+    """A LoRA run directory (config.json naming its base + the adapter files): the base
+    checkpoint with the adapter loaded at weight 1. ``base`` overrides the recorded path."""
+    from .formats import hub_snapshot, load_checkpoint, read_config
+
+    path = Path(path)
+    config = read_config(path)
+    info = config["adapter"]
+    base = base or info["base"]
+    if not str(base).startswith("hf:") and not Path(base).is_dir():
+        raise DLMError(f"{path}: its base checkpoint {base} is missing; put it back or give "
+                       "its new place (--base PATH, or dlm.load(run, base=PATH))")
+    network, tokenizer, _ = load_checkpoint(hub_snapshot(base), device, dtype)
+    expected = info.get("base_params")
+    if expected is not None and base_params(network) != expected:
+        raise DLMError(f"{path}: trained on a base of {expected:,} parameters, but {base} has "
+                       f"{base_params(network):,}")
+    load_adapter(network, path)
+    return network, tokenizer, config
