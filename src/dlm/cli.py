@@ -1,4 +1,5 @@
-"""The ``dlm`` command: train | sample | infill | edit | eval | info.
+"""The ``dlm`` command: train | sft | sample | infill | edit | eval | lm-eval | experiment |
+convert | merge | info.
 
 Flags of ``train`` and ``sample`` are generated from ``TrainConfig`` and ``SampleConfig`` (one
 definition per knob). A user mistake prints one line and exits 2; no traceback.
@@ -110,21 +111,10 @@ def cmd_sft(ns: argparse.Namespace) -> int:
     return cmd_train(ns)
 
 
-def parse_adapter(text: str) -> tuple[str, float]:
-    """'runs/style:0.7' -> ('runs/style', 0.7); without a number after the last colon the
-    weight is 1 (so hf:owner/name stays whole)."""
-    path, sep, weight = text.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(weight)
-        except ValueError:
-            pass
-    return text, 1.0
-
-
 def load_model(ns: argparse.Namespace, path: str):
     """``dlm.load`` with the shared --device / --dtype / --adapter / --no-adapter / --base."""
     from . import load
+    from .models.lora import parse_adapter
 
     adapters = [parse_adapter(a) for a in getattr(ns, "adapter", None) or []]
     if adapters and getattr(ns, "no_adapter", False):
@@ -311,6 +301,49 @@ def cmd_convert(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lm_eval(ns: argparse.Namespace) -> int:
+    from .sample.config import SampleConfig
+
+    try:
+        import lm_eval
+
+        from .harness import DLMHarness
+    except ImportError:
+        raise DLMError("dlm lm-eval needs lm-evaluation-harness: pip install 'dlm[eval]'") \
+            from None
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import handle_non_serializable, make_table
+
+    tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise DLMError("--tasks: give at least one task name")
+    manager = None
+    if ns.include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: only
+        manager = TaskManager(include_path=ns.include_path, include_defaults=False)  # if needed
+        if any(not manager.match_tasks([t]) for t in tasks):
+            manager = TaskManager(include_path=ns.include_path)
+    manager = manager or TaskManager()
+    missing = [t for t in tasks if not manager.match_tasks([t])]
+    if missing:
+        raise DLMError(f"unknown lm-eval task(s): {', '.join(missing)} (lm_eval ls tasks lists "
+                       "them; --include-path adds your own YAML)")
+    harness = DLMHarness(ns.checkpoint, device=ns.device, dtype=ns.dtype,
+                         batch_size=ns.batch_size, mc_num=ns.mc_num,
+                         check_greedy=ns.check_greedy, cfg=ns.cfg, seed=ns.seed,
+                         adapters="+".join(ns.adapter or []) or None, base=ns.base,
+                         **{k: v for k, v in given(ns, SampleConfig).items() if k != "seed"})
+    results = lm_eval.simple_evaluate(
+        model=harness, tasks=tasks, task_manager=manager, num_fewshot=ns.num_fewshot,
+        limit=ns.limit, log_samples=ns.log_samples, bootstrap_iters=ns.bootstrap_iters,
+        apply_chat_template=ns.apply_chat_template, random_seed=ns.seed)
+    print(make_table(results))
+    if ns.out:
+        Path(ns.out).write_text(json.dumps(results, indent=2, default=handle_non_serializable)
+                                + "\n")
+        print(f"{ns.out}: the full results")
+    return 0
+
+
 def cmd_merge(ns: argparse.Namespace) -> int:
     dest = Path(ns.dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -442,6 +475,16 @@ EVAL_EXAMPLES = """examples:
   dlm eval runs/tiny runs/tiny-ar           # AR and MDLM side by side on the same bytes
   dlm eval runs/tiny --t-samples 64 --eval-tokens 131072 --json
   dlm eval --check-elbo                     # the estimator vs exact numbers on a toy
+"""
+
+LM_EVAL_EXAMPLES = """examples:
+  dlm lm-eval runs/tiny --tasks my_task --include-path tasks/     # your own task YAML + data
+  dlm lm-eval ~/models/LLaDA-8B-Base --tasks hellaswag,arc_easy --mc-num 128 --cfg 0.5 \
+      --device cuda --dtype bf16 --no-check-greedy --out llada.json
+  dlm lm-eval ~/models/LLaDA-8B-Instruct --tasks gsm8k --apply-chat-template --device cuda \
+      --dtype bf16 --gen-length 256 --steps 256 --block-length 32
+the same model in lm-eval's own command line:
+  python -m dlm.harness --model dlm --model_args pretrained=runs/tiny,mc_num=64 --tasks ...
 """
 
 EXPERIMENT_EXAMPLES = """examples:
@@ -586,6 +629,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights dtype (default: as stored)")
     add_adapter_flags(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("lm-eval", help="lm-evaluation-harness tasks on a checkpoint",
+                       description="Run lm-evaluation-harness tasks with dlm's adapter (the "
+                       "registered model 'dlm'): log-likelihoods exact for AR and LLaDA's "
+                       "Monte-Carlo estimate for diffusion, rolling windows for perplexity "
+                       "tasks, dlm's sampler for generation tasks (the sampling flags below "
+                       "set it). Needs pip install 'dlm[eval]'; tasks whose data is not on "
+                       "this machine are downloaded by lm-eval itself, never by dlm.",
+                       epilog=LM_EVAL_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoint", help="dlm checkpoint, LoRA run or LLaDA / Dream directory")
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names")
+    p.add_argument("--include-path", help="a folder of your own task YAML files")
+    p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples")
+    p.add_argument("--limit", type=float, default=None,
+                   help="at most this many documents per task (a fraction if < 1)")
+    p.add_argument("--mc-num", type=int, default=128, help="Monte-Carlo mask draws per "
+                   "log-likelihood (diffusion; LLaDA uses 128)")
+    p.add_argument("--check-greedy", action=argparse.BooleanOptionalAction, default=True,
+                   help="diffusion: LLaDA's greedy check for is_greedy (one forward pass per "
+                   "continuation token); off reports False")
+    p.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale for "
+                   "the log-likelihoods (diffusion)")
+    p.add_argument("--batch-size", type=int, default=16, help="requests per batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mask draws and of lm-eval")
+    p.add_argument("--apply-chat-template", action="store_true",
+                   help="render prompts with the checkpoint's chat template")
+    p.add_argument("--log-samples", action="store_true", help="keep every request in --out")
+    p.add_argument("--bootstrap-iters", type=int, default=1000,
+                   help="bootstrap resamples for the standard errors (0 = none)")
+    p.add_argument("--out", metavar="FILE.json", help="write lm-eval's full results here")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="weights dtype (default: as stored)")
+    p.add_argument("--adapter", action="append", metavar="PATH[:WEIGHT]",
+                   help="load a LoRA adapter at this weight (repeatable)")
+    p.add_argument("--base", metavar="PATH", help="a LoRA run's base checkpoint, if it moved")
+    add_dataclass_flags(p, SampleConfig, skip=("seed",))
+    p.set_defaults(func=cmd_lm_eval)
 
     p = sub.add_parser("experiment", help="multi-run studies: data-constrained, steps-quality",
                        description="Studies that train or decode many times and write "

@@ -126,16 +126,24 @@ class Model:
 
             out = model.generate("ROMEO:", steps=64, gen_length=128, threshold=0.9)
         """
-        cfg = self.sample_config(config, **fields)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        ids = [self.tokenizer.encode(p) for p in prompts]
+        out = self.generate_ids([self.tokenizer.encode(p) for p in prompts], trace, config,
+                                on_logits, on_tokens, **fields)
+        if isinstance(prompt, str):
+            out.text = out.text[0]
+        return out
+
+    def generate_ids(self, prompts: list[list[int]], trace: bool = False,
+                     config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
+                     on_tokens: TokensHook | None = None, **fields) -> GenerationResult:
+        """``generate`` from token ids (one list per prompt); ``text`` is a list."""
+        cfg = self.sample_config(config, **fields)
         with autocast(self.device):
-            gen = generate(self.network, ids, cfg, kind=self.kind, mask_id=self.mask_id,
+            gen = generate(self.network, prompts, cfg, kind=self.kind, mask_id=self.mask_id,
                            eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
                            on_logits=on_logits, on_tokens=on_tokens)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
-        return GenerationResult(texts[0] if isinstance(prompt, str) else texts, gen.tokens,
-                                gen.trace, gen.nfe, cfg, gen.scores)
+        return GenerationResult(texts, gen.tokens, gen.trace, gen.nfe, cfg, gen.scores)
 
     def decode_generated(self, tokens: list[int], cfg: SampleConfig) -> str:
         """Generated ids -> text: cut at the first EOS, drop MASK/PAD, cut at stop strings."""
@@ -285,18 +293,28 @@ class Model:
         return sorted(torch.topk(token_gap, k).indices.tolist())
 
     def loglikelihood(self, context: str | list[str], continuation: str | list[str],
-                      t_samples: int = 64, seed: int = 0) -> list[float]:
+                      t_samples: int = 64, seed: int = 0, cfg_scale: float = 0.0
+                      ) -> list[float]:
         """log p(continuation | context) per pair: exact for AR, LLaDA's Monte-Carlo estimate
-        (``t_samples`` draws) for diffusion models."""
+        (``t_samples`` draws; ``cfg_scale``: its classifier-free guidance) for diffusion."""
         ctx = [context] if isinstance(context, str) else list(context)
         cont = [continuation] if isinstance(continuation, str) else list(continuation)
         if len(ctx) != len(cont):
             raise DLMError("give as many contexts as continuations")
+        return self.loglikelihood_ids([(self.tokenizer.encode(a), self.tokenizer.encode(b))
+                                       for a, b in zip(ctx, cont)], t_samples, seed, cfg_scale)
+
+    def _pairs(self, pairs: list[tuple[list[int], list[int]]]):
+        """(BOS + context, continuation) rows left-padded into one batch: ids, valid, target."""
+        if self.kind == "bd3lm":
+            raise DLMError("the likelihood of a continuation is not implemented for block "
+                           "diffusion (bd3lm) models yet; dlm eval gives their block ELBO")
         bos = self._bos()
-        pairs = [(bos + self.tokenizer.encode(a), self.tokenizer.encode(b))
-                 for a, b in zip(ctx, cont)]
+        pairs = [(bos + list(a), list(b)) for a, b in pairs]
         if any(not b for _, b in pairs):
             raise DLMError("a continuation is empty")
+        if self.kind == "ar" and any(not a for a, _ in pairs):
+            raise DLMError("an autoregressive model needs a context before the continuation")
         ids, valid = left_pad([a + b for a, b in pairs], self.pad_id, self.device)
         S = ids.shape[1]
         if S > self.max_seq_len:
@@ -305,11 +323,54 @@ class Model:
         target = torch.zeros_like(valid)
         for r, (_, b) in enumerate(pairs):
             target[r, S - len(b):] = True
+        return ids, valid, target
+
+    def loglikelihood_ids(self, pairs: list[tuple[list[int], list[int]]], t_samples: int = 64,
+                          seed: int = 0, cfg_scale: float = 0.0, batch_size: int = 64
+                          ) -> list[float]:
+        """``loglikelihood`` on token ids: [(context ids, continuation ids), ...] (a BOS is put
+        before the context of a shifted-logit model, as ``generate`` does)."""
+        ids, valid, target = self._pairs(pairs)
         with autocast(self.device):
             lp = sequence_logprob(self.network, self.kind, ids, target, mask_id=self.mask_id,
                                   valid=valid, shift=logit_shift(self.network, self.kind),
-                                  t_samples=t_samples, seed=seed)
+                                  t_samples=t_samples, seed=seed, batch_size=batch_size,
+                                  cfg_scale=cfg_scale)
         return lp.tolist()
+
+    @torch.no_grad()
+    def greedy_ids(self, pairs: list[tuple[list[int], list[int]]], cfg_scale: float = 0.0
+                   ) -> list[bool]:
+        """Would greedy decoding after each context write exactly its continuation? AR: the
+        argmax at every continuation slot (one pass). Diffusion, LLaDA's check: the
+        continuation's slots start masked and are filled one per step, the most confident
+        first, each with its argmax."""
+        if self.kind == "ar":
+            ids, valid, target = self._pairs(pairs)
+            positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+            with autocast(self.device):
+                logits = self.network(ids, attn=self.network.default_attention.with_padding(
+                    valid), positions=positions)
+            hit = shift_right(logits).argmax(-1) == ids
+            return ((hit | ~target).all(1)).tolist()
+        self._pairs(pairs)  # the same checks
+        out: list[bool | None] = [None] * len(pairs)
+        by_length: dict[int, list[int]] = {}
+        for i, (_, b) in enumerate(pairs):
+            by_length.setdefault(len(b), []).append(i)
+        bos = self._bos()
+        for n, rows in by_length.items():
+            cfg = SampleConfig(steps=n, gen_length=n, temperature=0.0,
+                               remasking="low_confidence", stop_at_eos=False,
+                               cfg_scale=cfg_scale)
+            canvases = [bos + list(pairs[i][0]) + [self.mask_id] * n for i in rows]
+            with autocast(self.device):
+                gen = denoise(self.network, canvases, [len(c) - n for c in canvases], cfg,
+                              kind=self.kind, mask_id=self.mask_id, eos_id=self.eos_id,
+                              pad_id=self.pad_id, record_trace=False)
+            for i, canvas in zip(rows, gen.canvases):
+                out[i] = canvas[-n:] == list(pairs[i][1])
+        return out
 
     # --- likelihood ---------------------------------------------------------------------------
     def evaluate(self, data: str | None = None, eval_tokens: int | None = None,

@@ -204,7 +204,7 @@ def shift_right(logits: Tensor) -> Tensor:
 def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id: int,
                      valid: Tensor | None = None, positions: Tensor | None = None,
                      shift: int = 0, t_samples: int = 8, seed: int = 0,
-                     batch_size: int = 64) -> Tensor:
+                     batch_size: int = 64, cfg_scale: float = 0.0) -> Tensor:
     """log p(target tokens | the other tokens) per row [R], float64.
 
     ids [R, S] (left padding allowed: ``valid`` False there, ``positions`` the RoPE positions),
@@ -212,6 +212,9 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
     diffusion: LLaDA's Monte-Carlo lower bound (the negative of ``masked_nelbo``'s estimator,
     restricted to the targets): K stratified mask counts m of the row's n targets, a random
     m-subset masked, weight n / m. Seeded, so the same inputs give the same estimate.
+    ``cfg_scale`` > 0 (diffusion, as LLaDA's evaluation): the logits are u + (s + 1)(c - u),
+    u from a pass that sees the context (every non-target token but a shifted model's BOS,
+    the first real slot) masked too.
     """
     R, S = ids.shape
     device = ids.device
@@ -219,16 +222,28 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
     if positions is None:
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
     target = target & valid
+    if cfg_scale and kind == "ar":
+        raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
+    context = valid & ~target
+    if shift:  # the BOS stays: it is where a shifted model reads its first prediction
+        context &= torch.arange(S, device=device)[None, :] != valid.long().argmax(1)[:, None]
 
     def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [K*R, S]: log p(ids at slot)
         n = len(inp) // R
         rows_valid, rows_pos, rows_ids = valid.repeat(n, 1), positions.repeat(n, 1), \
             ids.repeat(n, 1)
+        rows_context = context.repeat(n, 1)
         out = []
         for i in range(0, len(inp), batch_size):
             sl = slice(i, i + batch_size)
-            logits = network(inp[sl], attn=attn.with_padding(rows_valid[sl]),
-                             positions=rows_pos[sl])
+            x, pad, pos = inp[sl], attn.with_padding(rows_valid[sl]), rows_pos[sl]
+            if cfg_scale:  # one pass for both: [conditional ; unconditional]
+                x = torch.cat([x, x.masked_fill(rows_context[sl], mask_id)])
+                pad, pos = attn.with_padding(rows_valid[sl].repeat(2, 1)), pos.repeat(2, 1)
+            logits = network(x, attn=pad, positions=pos)
+            if cfg_scale:
+                c, u = logits.chunk(2)
+                logits = u + (cfg_scale + 1.0) * (c - u)
             if shift:
                 logits = shift_right(logits)
             lp = torch.log_softmax(logits.double(), dim=-1)

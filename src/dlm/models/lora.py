@@ -116,6 +116,18 @@ class LoraSpec:
                                  use_rslora=self.rslora)
 
 
+def parse_adapter(text: str) -> tuple[str, float]:
+    """'runs/style:0.7' -> ('runs/style', 0.7); without a number after the last colon the
+    weight is 1 (so hf:owner/name stays whole)."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(weight)
+        except ValueError:
+            pass
+    return text, 1.0
+
+
 def _layers(network: torch.nn.Module):
     from peft.tuners.lora import LoraLayer
 

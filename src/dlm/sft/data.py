@@ -66,24 +66,25 @@ def to_messages(row, where: str) -> list[dict]:
     raise DLMError(f"{where}: expected {{\"messages\": [...]}} or {{\"prompt\", \"response\"}}")
 
 
-def default_template(messages: list[dict]) -> str:
+def default_template(messages: list[dict], add_generation_prompt: bool = True) -> str:
     names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    return "".join(f"{names[m['role']]}: {m['content']}\n" for m in messages) + "Assistant: "
+    text = "".join(f"{names[m['role']]}: {m['content']}\n" for m in messages)
+    return text + "Assistant: " if add_generation_prompt else text
 
 
 def render_prompt(messages: list[dict], chat_template: str | None = None,
-                  special: dict | None = None) -> str:
-    """The prompt text for ``messages`` (the conversation before the answer)."""
+                  special: dict | None = None, add_generation_prompt: bool = True) -> str:
+    """The prompt text for ``messages`` (the conversation before the answer); without
+    ``add_generation_prompt`` the text ends with the last message (no assistant turn opened)."""
     if not chat_template:
-        return default_template(messages)
+        return default_template(messages, add_generation_prompt)
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     try:
-        return env.from_string(chat_template).render(messages=messages,
-                                                     add_generation_prompt=True,
-                                                     **(special or {}))
+        return env.from_string(chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **(special or {}))
     except TemplateError as e:
         raise DLMError(f"the chat template failed: {e}") from None
 
