@@ -228,6 +228,13 @@ def test_bad_model_args_and_tasks_are_refused_in_one_line(tmp_path, trained, cap
     from dlm.errors import DLMError
     from dlm.harness import DLMHarness
 
+    from lm_eval.api.registry import get_model
+
+    assert get_model("dlm") is DLMHarness  # what lm-eval's --model dlm finds
+    # model_args win over lm-eval's own --device / --batch_size, which fill in the rest
+    h = DLMHarness.create_from_arg_string(f"pretrained={trained['mdlm']},mc_num=4,device=cpu",
+                                          {"device": "cuda:7", "batch_size": 3})
+    assert (h.mc_num, h.batch_size, h.model.device.type) == (4, 3, "cpu")
     with pytest.raises(DLMError, match="unknown dlm model_args: bogus"):
         DLMHarness(str(trained["mdlm"]), bogus=1)
     with pytest.raises(DLMError, match="steps must be >= 1"):

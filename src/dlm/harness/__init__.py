@@ -42,8 +42,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from .errors import DLMError
-from .sample.config import SampleConfig
+from ..errors import DLMError
+from ..sample.config import SampleConfig
 
 # gen_kwargs lm-eval tasks use -> SampleConfig fields
 _GEN_KEYS = {"until": "stop", "max_gen_toks": "gen_length", "max_new_tokens": "gen_length"}
@@ -73,7 +73,7 @@ def _progress(total: int, what: str, disable: bool):
 def parse_adapters(text: str | None) -> list[tuple[str, float]]:
     """'runs/a:0.7+runs/b' -> [('runs/a', 0.7), ('runs/b', 1.0)] (lm-eval splits model_args at
     commas, so several adapters are joined with '+')."""
-    from .models.lora import parse_adapter
+    from ..models.lora import parse_adapter
 
     return [parse_adapter(a) for a in str(text).split("+") if a] if text else []
 
@@ -112,6 +112,18 @@ class DLMHarness(TemplateLM):
         self._bos = self.model._bos()
         self._name = str(pretrained)
 
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        """lm-eval's model_args string; its --device / --batch-size fill what it leaves out."""
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+        return cls(**{**extra, **arg_dict})
+
     # --- what TemplateLM needs ----------------------------------------------------------------
     @property
     def eot_token_id(self) -> int:
@@ -132,7 +144,7 @@ class DLMHarness(TemplateLM):
     def apply_chat_template(self, chat_history: list[dict[str, str]],
                             add_generation_prompt: bool = True) -> str:
         """The checkpoint's chat template (or dlm's default, as ``dlm sft`` renders prompts)."""
-        from .sft.data import render_prompt
+        from ..sft.data import render_prompt
 
         return render_prompt(chat_history, self.model.config.get("chat_template"),
                              {"bos_token": self.model.config.get("bos_token", ""),
@@ -250,9 +262,3 @@ class DLMHarness(TemplateLM):
                         self.cache_hook.add_partial("generate_until", requests[i].args, text)
                     advance(len(chunk))
         return out
-
-
-if __name__ == "__main__":  # lm-eval's command line with the dlm model registered
-    from lm_eval.__main__ import cli_evaluate
-
-    cli_evaluate()
