@@ -225,10 +225,10 @@ def test_classifier_free_guidance_follows_llada(trained):
 
 
 def test_bad_model_args_and_tasks_are_refused_in_one_line(tmp_path, trained, capsys):
+    from lm_eval.api.registry import get_model
+
     from dlm.errors import DLMError
     from dlm.harness import DLMHarness
-
-    from lm_eval.api.registry import get_model
 
     assert get_model("dlm") is DLMHarness  # what lm-eval's --model dlm finds
     # model_args win over lm-eval's own --device / --batch_size, which fill in the rest

@@ -362,3 +362,47 @@ def test_the_chat_template_travels_with_the_checkpoint(tmp_path):
     from dlm.sft.data import render_prompt
 
     assert render_prompt([{"role": "user", "content": "Hi"}], template) == "<user>Hi<assistant>"
+
+
+def test_a_slow_dream_tokenizer_is_built_from_vocab_and_merges(tmp_path):
+    """Dream ships vocab.json + merges.txt (+ added tokens), no tokenizer.json: dlm builds the
+    fast tokenizer itself, and it encodes as transformers' Qwen2 tokenizer does."""
+    from tokenizers import Regex, normalizers, pre_tokenizers, trainers
+    from tokenizers import models as tok_models
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from dlm.models.hf import hf_tokenizer
+
+    trainer_tok = HFTokenizer(tok_models.BPE())
+    trainer_tok.normalizer = normalizers.NFC()
+    trainer_tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    corpus = ["The quick brown fox's 12345 jumps\n\nover the lazy dog. Ünïcödé — 日本語 ok?!"]
+    trainer_tok.train_from_iterator(corpus * 50, trainers.BpeTrainer(
+        vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    path = tmp_path / "dream"
+    path.mkdir()
+    trainer_tok.model.save(str(path))  # vocab.json + merges.txt
+    n = trainer_tok.get_vocab_size()
+    (path / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": n}))
+    (path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "DreamTokenizer",
+        "added_tokens_decoder": {str(n + 1): {"content": "<|mask|>", "special": True}}}))
+    config = {"mask_token_id": n + 1, "eos_token_id": n, "pad_token_id": n}
+    tok = hf_tokenizer(path, config, vocab_size=n + 10)
+    assert (tok.mask_id, tok.eos_id, tok.mask_token) == (n + 1, n, "<|mask|>")
+    reference = Qwen2Tokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
+    for text in ["Hello world", "The fox's 2024 jumps\n\n  over   tabs\t!", "I'll've it's",
+                 "日本語 Ünï — ok?!  \n"]:
+        assert tok.encode(text) == reference.encode(text, add_special_tokens=False)
+        assert tok.decode(tok.encode(text)) == text
+    assert tok.encode("a<|mask|>b")[1] == n + 1  # added tokens stay whole
+    (path / "added_tokens.json").write_text(json.dumps({"<|endoftext|>": n + 5}))
+    with pytest.raises(DLMError, match="should have id"):
+        hf_tokenizer(path, config, vocab_size=n + 10)
+    (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
+    with pytest.raises(DLMError, match="not a byte-level BPE"):
+        hf_tokenizer(path, config, vocab_size=n + 10)

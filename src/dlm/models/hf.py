@@ -228,19 +228,77 @@ def chat_template(path: Path) -> str | None:
     return template if isinstance(template, str) else None
 
 
+# Qwen2's pre-tokenization (Dream inherits Qwen2.5's tokenizer): contractions, letters with at
+# most one leading non-letter, single digits, punctuation runs, newlines, other spaces
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+SLOW_BPE = {"qwen2tokenizer": "qwen2", "dreamtokenizer": "qwen2", "gpt2tokenizer": "gpt2"}
+
+
+def slow_bpe_tokenizer(path: Path):
+    """The fast tokenizer of a byte-level BPE shipped only as vocab.json + merges.txt (Dream,
+    Qwen2, GPT-2 style), built with HF tokenizers: the BPE model, that family's
+    pre-tokenizer, the byte-level decoder, then the added tokens (added_tokens.json /
+    tokenizer_config.json's added_tokens_decoder) at their stated ids."""
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
+    cfg_file = path / "tokenizer_config.json"
+    try:
+        tok_config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        added_file = path / "added_tokens.json"
+        added = json.loads(added_file.read_text()) if added_file.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{path}: invalid JSON in the tokenizer files ({e.msg})") from None
+    family = SLOW_BPE.get(str(tok_config.get("tokenizer_class", "")).lower())
+    if family is None:
+        raise DLMError(f"{path}: no tokenizer.json, and tokenizer_class "
+                       f"{tok_config.get('tokenizer_class')!r} is not a byte-level BPE dlm can "
+                       "build one for; save the fast tokenizer with transformers: "
+                       "AutoTokenizer.from_pretrained(path).save_pretrained(path)")
+    try:
+        hf = HFTokenizer(models.BPE.from_file(str(vocab_file), str(merges_file)))
+    except Exception as e:  # missing or malformed files (the Rust side raises Exception)
+        raise DLMError(f"{path}: cannot build the tokenizer from vocab.json + merges.txt "
+                       f"({e})") from None
+    if family == "qwen2":
+        hf.normalizer = normalizers.NFC()
+        hf.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    extra = {int(i): (t["content"], bool(t.get("special", True)))
+             for i, t in (tok_config.get("added_tokens_decoder") or {}).items()}
+    for token, i in added.items():
+        extra.setdefault(int(i), (token, True))
+    for i, (token, special) in sorted(extra.items()):
+        if hf.token_to_id(token) is None:
+            hf.add_tokens([AddedToken(token, special=special, normalized=False)])
+        if hf.token_to_id(token) != i:
+            raise DLMError(f"{path}: added token {token!r} should have id {i} but lands at "
+                           f"{hf.token_to_id(token)} (ids must follow the vocabulary)")
+    return hf
+
+
 def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
-    """``tokenizer.json`` with the config's mask / EOS / pad ids, which must exist in it."""
+    """``tokenizer.json`` (or one built from a slow byte-level BPE's files) with the config's
+    mask / EOS / pad ids, which must exist in it."""
     from tokenizers import Tokenizer as HFTokenizer
 
     file = path / "tokenizer.json"
-    if not file.is_file():
-        raise DLMError(f"{path}: no tokenizer.json (for a slow tokenizer, save the fast one "
-                       "with transformers: AutoTokenizer.from_pretrained(path)."
-                       "save_pretrained(path))")
-    try:
-        hf = HFTokenizer.from_file(str(file))
-    except Exception as e:  # the Rust side raises plain Exceptions
-        raise DLMError(f"cannot read tokenizer {file}: {e}") from None
+    if file.is_file():
+        try:
+            hf = HFTokenizer.from_file(str(file))
+        except Exception as e:  # the Rust side raises plain Exceptions
+            raise DLMError(f"cannot read tokenizer {file}: {e}") from None
+    elif (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
+        hf = slow_bpe_tokenizer(path)
+        file = path / "vocab.json"  # what errors below name
+    else:
+        raise DLMError(f"{path}: no tokenizer.json (nor vocab.json + merges.txt)")
     mask_id = _need(config, "mask_token_id", path / "config.json")
     eos_id = _need(config, "eos_token_id", path / "config.json")
     if isinstance(eos_id, list):  # several stop ids: the first is the end-of-text
