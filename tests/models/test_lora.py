@@ -194,3 +194,15 @@ def test_damaged_or_foreign_adapters_are_refused_by_file_and_key(tmp_path, base,
                  "--gen-length", "2", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "use_dora" in err and err.count("\n") == 1
+
+
+def test_a_trainable_adapter_keeps_fp32_weights_on_a_bf16_base():
+    net = tiny_net(vocab_size=V).to(torch.bfloat16)
+    n = lora.add_lora(net, lora.LoraSpec(r=4, targets=("q", "v")), "default")
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert sum(p.numel() for p in trainable) == n == 2 * 2 * 4 * (32 + 32)  # layers x (A, B)
+    assert all(p.dtype == torch.float32 for p in trainable)
+    assert net.embed_tokens.weight.dtype == torch.bfloat16 and not \
+        net.embed_tokens.weight.requires_grad
+    net(torch.arange(10).view(1, 10)).float().logsumexp(-1).sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)

@@ -162,6 +162,7 @@ def add_lora(network: torch.nn.Module, spec: LoraSpec, name: str = "default") ->
     _inject(network, spec.peft_config(), name)
     trainable = lora_parameters(network, name)
     for p in trainable.values():
+        p.data = p.data.float()  # fp32 master weights for the optimizer, even on a bf16 base
         p.requires_grad_(True)
     return sum(p.numel() for p in trainable.values())
 
