@@ -110,7 +110,9 @@ def rolling_bits_per_byte(model, docs, **kw):
             piece = ids[start:start + W]
             context = ids[max(0, start + len(piece) - W - 1):start]
             pairs.append((context if start or shifted else [model.eos_id], piece))
-        total_nats -= sum(lp for p in pairs for lp in model.loglikelihood_ids([p], **kw))
+        # a shifted model's BOS only before the text's start, not before later windows
+        total_nats -= sum(model.loglikelihood_ids([p], bos=n == 0, **kw)[0]
+                          for n, p in enumerate(pairs))
         total_bytes += len(d["text"].encode())
     return total_nats / total_bytes / math.log(2)
 
@@ -244,3 +246,56 @@ def test_bad_model_args_and_tasks_are_refused_in_one_line(tmp_path, trained, cap
                  str(tmp_path / "tasks")]) == 2
     err = capsys.readouterr().err
     assert "unknown lm-eval task(s): no_such_task" in err and err.count("\n") == 1
+
+
+def test_gen_kwargs_map_onto_the_sampler_and_empty_continuations_score_zero(trained):
+    from dlm.harness import DLMHarness
+
+    h = DLMHarness(str(trained["mdlm"]), device="cpu", steps=8, stop="END")
+    fields = h._gen_fields({"until": "\n\n", "max_gen_toks": 16, "do_sample": True,
+                            "temperature": 0.5})
+    assert fields["stop"] == ["\n\n", "END"] and fields["gen_length"] == 16
+    assert fields["temperature"] == 0.5 and fields["steps"] == 8  # the user's steps win
+    assert h._gen_fields({"do_sample": True})["temperature"] == 1.0
+    assert h._gen_fields({"do_sample": False, "temperature": 0.7})["temperature"] == 0.0
+    ids = h.tok_encode("ROMEO: O")
+    scores = h._score([(ids, []), (ids, h.tok_encode(" Juliet"))], greedy=False, what="x",
+                      disable=True)
+    assert scores[0] == (0.0, True) and scores[1][0] < 0
+
+
+def test_guidance_keeps_a_shifted_models_bos_and_ignores_padding(tmp_path):
+    """Dream (shifted logits), two pairs of different lengths (left padding): the
+    unconditional pass masks each row's context but not its BOS, and padding stays padding."""
+    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.sample.driver import left_pad
+    from tests.models.test_hf import DREAM_CONFIG, MASK, dream_weights, write_checkpoint
+
+    model = dlm.load(write_checkpoint(tmp_path / "d", DREAM_CONFIG, dream_weights()),
+                     device="cpu")
+    pairs = [([3, 17, 8], [40, 2]), ([5, 9, 11, 20, 6], [1, 7, 33])]
+    guided = model.loglikelihood_ids(pairs, t_samples=3, seed=2, cfg_scale=0.5)
+    rows = [model._bos() + a + b for a, b in pairs]
+    ids, valid = left_pad(rows, model.pad_id, "cpu")
+    target = torch.zeros_like(valid)
+    for r, (_, b) in enumerate(pairs):
+        target[r, ids.shape[1] - len(b):] = True
+    first = valid.long().argmax(1)
+    context = valid & ~target & (torch.arange(ids.shape[1])[None, :] != first[:, None])
+    assert context.sum() == 3 + 5  # the BOS (EOS here) and the padding are not context
+    net = model.network
+
+    class Guided(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = net, net.config
+
+        def forward(self, x, **kw):
+            c = net(x, **kw)
+            u = net(x.masked_fill(context.repeat(len(x) // len(pairs), 1), MASK), **kw)
+            return u + 1.5 * (c - u)
+
+    by_hand = sequence_logprob(Guided(), "mdlm", ids, target, mask_id=MASK, valid=valid,
+                               shift=1, t_samples=3, seed=2)
+    assert guided == pytest.approx(by_hand.tolist(), abs=1e-5)
+    assert guided != pytest.approx(model.loglikelihood_ids(pairs, t_samples=3, seed=2))

@@ -282,9 +282,16 @@ def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, capsys)
     assert "LoRA r=8,alpha=16,targets=all" in capsys.readouterr().out
     assert main(["convert", str(run), str(tmp_path / "conv")]) == 2  # merging is explicit
     assert "dlm merge" in capsys.readouterr().err
+    # every weight fine-tuned from the LoRA run: its merged weights are the start
+    assert main(sft_args(run, data, tmp_path / "full", "--max-steps", "5")) == 0
+    full = dlm.load(tmp_path / "full", device="cpu")
+    assert full.adapters == {} and full.config["sft_of"] == str(run)
+    with torch.no_grad():
+        assert not torch.allclose(full.network(ids), with_adapter, atol=1e-3)
 
 
-def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, capsys):
+def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, capsys,
+                                                          monkeypatch):
     import shutil
 
     from safetensors.torch import load_file
@@ -293,14 +300,17 @@ def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, ca
     from dlm.cli import main
     from dlm.train import TrainConfig, train
 
+    monkeypatch.chdir(tmp_path)
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
     base = tmp_path / "base"
     shutil.copytree(lora_base, base)
-    common = dict(kind="mdlm", init_from=str(base), sft_data=str(data), max_steps=10,
+    common = dict(kind="mdlm", init_from="base", sft_data=str(data), max_steps=10,
                   batch_size=4, ckpt_every=5, eval_every=5, warmup_steps=2, progress=False,
                   threads=1, lora="r=4,alpha=8,dropout=0.1,targets=q,v,down")
     train(TrainConfig(out=str(tmp_path / "straight"), **common))
+    recorded = json.loads((tmp_path / "straight" / "config.json").read_text())["adapter"]
+    assert recorded["base"] == str(base.resolve())  # found from any folder later
 
     class Crash(Exception):
         pass
@@ -311,14 +321,17 @@ def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, ca
 
     with pytest.raises(Crash):
         train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
-    assert main(["sft", str(base), str(data), "--out", str(tmp_path / "killed"), "--resume",
-                 "--threads", "1", "--no-progress"]) == 0  # a LoRA run resumes as one
+    base.rename(tmp_path / "moved")
+    resume = ["sft", "x", str(data), "--out", str(tmp_path / "killed"), "--resume",
+              "--threads", "1", "--no-progress"]
+    assert main(resume) == 2
+    assert "--base" in capsys.readouterr().err  # the error says how to go on
+    assert main([*resume, "--base", "moved"]) == 0  # a LoRA run resumes as one
     a = load_file(str(tmp_path / "straight" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(".mlp.down_proj." in k for k in a) and not any(".k_proj." in k for k in a)
-    # a moved base is named, and can be given
-    base.rename(tmp_path / "moved")
+    # loading a run whose base moved names it, and takes its new place
     assert main(["sample", str(tmp_path / "straight"), "x", "--steps", "2", "--gen-length", "2",
                  "--device", "cpu"]) == 2
     assert "base checkpoint" in capsys.readouterr().err

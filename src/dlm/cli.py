@@ -100,10 +100,17 @@ def cmd_sft(ns: argparse.Namespace) -> int:
     if getattr(ns, "resume", False) and hasattr(ns, "out") and has_checkpoint(ns.out):
         saved = read_config(ns.out)  # continue the run: its base and kind are recorded
         ns.kind, ns.init_from = saved["kind"], saved["train"]["init_from"]
+        if ns.base:  # a LoRA run's base that has moved
+            ns.init_from = str(Path(ns.base).resolve())
     else:
+        if ns.base:
+            raise DLMError("--base is for resuming a LoRA run whose base moved; the "
+                           "checkpoint to fine-tune is the first argument")
         local = hub_snapshot(ns.checkpoint)
         ns.kind = read_config(local)["kind"] if is_dlm_dir(local) else "mdlm"
-        ns.init_from = str(local)
+        # recorded as the run's base: a hub id stays one, a folder is made absolute
+        ns.init_from = ns.checkpoint if ns.checkpoint.startswith("hf:") else \
+            str(local.resolve())
         if not hasattr(ns, "out"):
             name = ns.checkpoint.removeprefix("hf:").rstrip("/").replace("/", "-")
             ns.out = f"runs/{Path(name).name}-sft"
@@ -348,17 +355,18 @@ def cmd_merge(ns: argparse.Namespace) -> int:
     dest = Path(ns.dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DLMError(f"{dest} exists and is not empty; choose a new directory")
-    dtype, ns.dtype, ns.device = ns.dtype, None, "cpu"  # merge at the stored precision
+    from .pipeline import parse_dtype
+
+    dtype, ns.dtype, ns.device = parse_dtype(ns.dtype), None, "cpu"
     model = load_model(ns, ns.source)
     if not model.adapters:
         raise DLMError(f"{ns.source} carries no adapter; give one or more --adapter PATH[:W]")
     merged = model.adapters
     base = model.config.get("adapter", {}).get("base", ns.source)
+    stored = model.network.embed_tokens.weight.dtype
+    model.network.float()  # W + sum of updates in fp32, rounded once to the dtype written
     model.merge_adapters()
-    if dtype:
-        from .pipeline import parse_dtype
-
-        model.network.to(parse_dtype(dtype))
+    model.network.to(dtype or stored)
     model.config["merged_adapters"] = {"base": base, "weights": merged,
                                        "sources": [ns.source, *(ns.adapter or [])]}
     if ns.to == "hf":
@@ -569,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="dlm checkpoint, published LLaDA/Dream directory, or "
                    "hf:owner/name")
     p.add_argument("sft_file", metavar="data.jsonl", help="the rows")
+    p.add_argument("--base", metavar="PATH", help="with --resume: the new place of a LoRA "
+                   "run's base checkpoint, if it moved")
     add_dataclass_flags(p, TrainConfig, skip=SFT_SKIP)
     p.set_defaults(func=cmd_sft)
 
@@ -762,7 +772,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another adapter to merge at this weight (default 1); repeatable")
     p.add_argument("--base", metavar="PATH", help="the LoRA run's base checkpoint, if it moved")
     p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
-                   help="store the merged weights in this dtype (merging is done as stored)")
+                   help="store the merged weights in this dtype (default: the base's); the "
+                   "merge itself is done in fp32 (4 bytes per parameter of memory)")
     p.add_argument("--to", default="dlm", choices=("dlm", "hf"),
                    help="dlm: our format; hf: the published LLaDA / Dream layout")
     p.set_defaults(func=cmd_merge)

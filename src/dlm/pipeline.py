@@ -304,13 +304,15 @@ class Model:
         return self.loglikelihood_ids([(self.tokenizer.encode(a), self.tokenizer.encode(b))
                                        for a, b in zip(ctx, cont)], t_samples, seed, cfg_scale)
 
-    def _pairs(self, pairs: list[tuple[list[int], list[int]]]):
-        """(BOS + context, continuation) rows left-padded into one batch: ids, valid, target."""
+    def _pairs(self, pairs: list[tuple[list[int], list[int]]], bos: bool | list[bool] = True):
+        """(BOS + context, continuation) rows left-padded into one batch: ids, valid, target.
+        ``bos``: whether each row starts a text (a shifted-logit model's BOS goes first)."""
         if self.kind == "bd3lm":
             raise DLMError("the likelihood of a continuation is not implemented for block "
                            "diffusion (bd3lm) models yet; dlm eval gives their block ELBO")
-        bos = self._bos()
-        pairs = [(bos + list(a), list(b)) for a, b in pairs]
+        starts = [bos] * len(pairs) if isinstance(bos, bool) else list(bos)
+        pairs = [((self._bos() if first else []) + list(a), list(b))
+                 for (a, b), first in zip(pairs, starts)]
         if any(not b for _, b in pairs):
             raise DLMError("a continuation is empty")
         if self.kind == "ar" and any(not a for a, _ in pairs):
@@ -326,11 +328,12 @@ class Model:
         return ids, valid, target
 
     def loglikelihood_ids(self, pairs: list[tuple[list[int], list[int]]], t_samples: int = 64,
-                          seed: int = 0, cfg_scale: float = 0.0, batch_size: int = 64
-                          ) -> list[float]:
-        """``loglikelihood`` on token ids: [(context ids, continuation ids), ...] (a BOS is put
-        before the context of a shifted-logit model, as ``generate`` does)."""
-        ids, valid, target = self._pairs(pairs)
+                          seed: int = 0, cfg_scale: float = 0.0, batch_size: int = 64,
+                          bos: bool | list[bool] = True) -> list[float]:
+        """``loglikelihood`` on token ids: [(context ids, continuation ids), ...]. A BOS is put
+        before the context of a shifted-logit model, as ``generate`` does, unless ``bos`` is
+        False for that pair (a window in the middle of a text)."""
+        ids, valid, target = self._pairs(pairs, bos)
         with autocast(self.device):
             lp = sequence_logprob(self.network, self.kind, ids, target, mask_id=self.mask_id,
                                   valid=valid, shift=logit_shift(self.network, self.kind),

@@ -406,3 +406,25 @@ def test_a_slow_dream_tokenizer_is_built_from_vocab_and_merges(tmp_path):
     (path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "T5Tokenizer"}))
     with pytest.raises(DLMError, match="not a byte-level BPE"):
         hf_tokenizer(path, config, vocab_size=n + 10)
+
+
+def test_a_special_token_inside_vocab_json_stays_whole(tmp_path):
+    """GPT-2 style: <|endoftext|> is in vocab.json itself and listed as an added token."""
+    from tokenizers import models as tok_models
+    from tokenizers import pre_tokenizers, trainers
+
+    from dlm.models.hf import slow_bpe_tokenizer
+
+    trainer_tok = HFTokenizer(tok_models.BPE())
+    trainer_tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer_tok.train_from_iterator(["hello world, hello there"] * 20, trainers.BpeTrainer(
+        vocab_size=280, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    trainer_tok.model.save(str(tmp_path))
+    assert json.loads((tmp_path / "vocab.json").read_text())["<|endoftext|>"] == 0
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2Tokenizer",
+        "added_tokens_decoder": {"0": {"content": "<|endoftext|>", "special": True}}}))
+    tok = slow_bpe_tokenizer(tmp_path)
+    ids = tok.encode("hello<|endoftext|>world").ids
+    assert 0 in ids and tok.decode(ids, skip_special_tokens=False) == "hello<|endoftext|>world"

@@ -35,7 +35,7 @@ def write_adapter(path, pairs: dict, r: int, alpha: float, prefix="base_model.mo
     save_file(tensors, str(path / "adapter_model.safetensors"))
     (path / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "r": r, "lora_alpha": alpha,
-        "target_modules": sorted({m.rsplit(".", 1)[-1] for m in pairs}), **config}))
+        "target_modules": sorted(pairs), **config}))
     return path
 
 
@@ -84,7 +84,7 @@ def test_lora_flag_parses_and_refuses_mistakes():
     assert spec.targets == ("q", "v", "gate", "up", "down")
     assert lora.LoraSpec.parse("targets=all").targets == tuple(lora.TARGETS)
     assert lora.LoraSpec.parse(spec.describe()) == spec  # what a run records reads back
-    for bad, msg in [("r=0", "r >= 1"), ("rank=4", "unknown key 'rank'"),
+    for bad, msg in [("r=0", "r >= 1"), ("rank=4", "unknown key 'rank'"), ("", "settings"),
                      ("targets=q,x", "unknown target 'x'"), ("8", "key=value"),
                      ("r=x", "invalid literal")]:
         with pytest.raises(DLMError, match=msg):
@@ -111,6 +111,12 @@ def test_weighted_adapters_add_their_updates_and_switch_off_and_merge(tmp_path, 
         model.save(tmp_path / "unmerged")
     with pytest.raises(DLMError, match="no adapter named 'c'"):
         model.set_adapter_weights({"c": 1.0})
+    assert all(p.requires_grad for n, p in model.network.named_parameters() if "lora" not in n)
+    assert not any(p.requires_grad for n, p in model.network.named_parameters() if "lora" in n)
+    model.set_adapters_enabled(False)
+    with pytest.raises(DLMError, match="switched off"):
+        model.merge_adapters()
+    model.set_adapters_enabled(True)
     before = logits(model.network)
     model.merge_adapters()
     assert model.adapters == {} and not any("lora" in k for k in model.network.state_dict())
@@ -170,7 +176,8 @@ def test_damaged_or_foreign_adapters_are_refused_by_file_and_key(tmp_path, base,
         model = dlm.load(path, device="cpu")
         with pytest.raises(DLMError) as e:
             model.add_adapter(ad)
-        assert model.adapters == {}  # nothing half-loaded stays behind
+        assert model.adapters == {}  # nothing half-loaded stays behind: plain layers again
+        assert not any("lora" in k or "base_layer" in k for k in model.network.state_dict())
         return str(e.value)
 
     assert "missing adapter_model.safetensors" in refused(
@@ -187,6 +194,11 @@ def test_damaged_or_foreign_adapters_are_refused_by_file_and_key(tmp_path, base,
         save_file(tensors, str(ad / "adapter_model.safetensors"))
 
     assert "missing" in refused("half", edit=drop_b)
+    # the config targets every q_proj; the file adapts one: a partial adapter is refused
+    msg = refused("partial", target_modules=["q_proj"])
+    assert "targets blocks.1.attn.q_proj but the file has no tensors" in msg
+    assert "not one of the model's linear projections" in refused(
+        "norm", pairs={"blocks.0.attn_norm": (a[:, :32], b[:32])})
     assert "LoRA only" in refused("ia3", edit=lambda p: (p / "adapter_config.json").write_text(
         json.dumps({"peft_type": "IA3"})))
     # the CLI says it in one line
@@ -206,3 +218,14 @@ def test_a_trainable_adapter_keeps_fp32_weights_on_a_bf16_base():
         net.embed_tokens.weight.requires_grad
     net(torch.arange(10).view(1, 10)).float().logsumexp(-1).sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
+
+
+def test_loaded_adapters_follow_eval_mode_and_take_any_folder_name(tmp_path, base):
+    path, net = base
+    pairs = random_pairs(net, ["blocks.0.attn.q_proj", "blocks.1.attn.v_proj"], 2, seed=4)
+    write_adapter(tmp_path / "2024-style", pairs, r=2, alpha=4, lora_dropout=0.5)
+    model = dlm.load(path, device="cpu", adapters=[tmp_path / "2024-style"])
+    assert list(model.adapters) == ["a_2024_style"]
+    assert not model.network.training and not any(m.training for m in model.network.modules())
+    assert torch.equal(logits(model.network), logits(model.network))  # no dropout in eval
+    close(logits(model.network), logits(merged_by_hand(net, [(pairs, 2, 4, 1.0)])))

@@ -159,11 +159,12 @@ class DLMHarness(TemplateLM):
         return self.model.tokenizer.decode(tokens)
 
     # --- scoring ------------------------------------------------------------------------------
-    def _fit(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
+    def _fit(self, context: list[int], continuation: list[int], start: bool = True
+             ) -> tuple[list[int], list[int]]:
         """Drop the oldest context tokens so the pair fits the window (the continuation is
         kept whole; one longer than the window is refused). lm-eval's EOS standing for a
         missing context is dropped where the model puts its own BOS (also the EOS) first."""
-        if self._bos and context == [self.prefix_token_id]:
+        if self._bos and start and context == [self.prefix_token_id]:
             context = []
         room = self.max_length - len(continuation)
         if room < (1 if self.model.kind == "ar" else 0):
@@ -172,16 +173,24 @@ class DLMHarness(TemplateLM):
         return (context[-room:] if room else []), continuation
 
     def _score(self, pairs: list[tuple[list[int], list[int]]], greedy: bool, what: str,
-               disable: bool) -> list[tuple[float, bool]]:
-        """(log-likelihood, is_greedy) per pair, longest first in batches, in input order."""
-        order = sorted(range(len(pairs)), key=lambda i: -sum(map(len, pairs[i])))
-        out: list[tuple[float, bool] | None] = [None] * len(pairs)
-        with _progress(len(pairs), what, disable) as advance:
+               disable: bool, starts: list[bool] | None = None) -> list[tuple[float, bool]]:
+        """(log-likelihood, is_greedy) per pair, longest first in batches, in input order.
+        ``starts``: which pairs begin a text (default all; rolling windows after the first
+        do not, so a shifted-logit model gets no BOS before them). An empty continuation
+        (lm-eval makes one from a lone EOS) has log-likelihood 0."""
+        starts = starts or [True] * len(pairs)
+        out: list[tuple[float, bool] | None] = [(0.0, True) if not b else None
+                                                for _, b in pairs]
+        order = sorted((i for i in range(len(pairs)) if out[i] is None),
+                       key=lambda i: -sum(map(len, pairs[i])))
+        with _progress(len(order), what, disable) as advance:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
-                batch = [self._fit(*pairs[i]) for i in rows]
+                batch = [self._fit(*pairs[i], starts[i]) for i in rows]
+                first = [starts[i] for i in rows]
                 lp = self.model.loglikelihood_ids(batch, t_samples=self.mc_num, seed=self.seed,
-                                                  cfg_scale=self.cfg, batch_size=self.batch_size)
+                                                  cfg_scale=self.cfg, batch_size=self.batch_size,
+                                                  bos=first)
                 hit = self.model.greedy_ids(batch, cfg_scale=self.cfg) if greedy \
                     else [False] * len(batch)
                 for i, v, g in zip(rows, lp, hit):
@@ -200,15 +209,17 @@ class DLMHarness(TemplateLM):
         return results
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-        windows, owner = [], []
+        windows, owner, starts = [], [], []
         for n, req in enumerate(requests):
             (text,) = req.args
             # windows of max_length - 1 so that the prefix token fits too
-            for w in get_rolling_token_windows(self.tok_encode(text), self.prefix_token_id,
-                                               self.max_length - 1, context_len=1):
+            for k, w in enumerate(get_rolling_token_windows(
+                    self.tok_encode(text), self.prefix_token_id, self.max_length - 1,
+                    context_len=1)):
                 windows.append(make_disjoint_window(w))
                 owner.append(n)
-        scores = self._score(windows, False, "rolling loglikelihood", disable_tqdm)
+                starts.append(k == 0)
+        scores = self._score(windows, False, "rolling loglikelihood", disable_tqdm, starts)
         totals = [0.0] * len(requests)
         for n, (lp, _) in zip(owner, scores):
             totals[n] += lp
@@ -231,6 +242,8 @@ class DLMHarness(TemplateLM):
                 fields[name] = [value] if name == "stop" and isinstance(value, str) else value
         if sample is False:  # lm-eval's greedy decoding
             fields["temperature"] = 0.0
+        elif sample:  # sampling asked for, at the usual default temperature
+            fields.setdefault("temperature", 1.0)
         if ignored:
             warnings.warn(f"dlm: gen_kwargs {', '.join(sorted(ignored))} have no SampleConfig "
                           "counterpart and are ignored", stacklevel=2)

@@ -275,8 +275,8 @@ def slow_bpe_tokenizer(path: Path):
     for token, i in added.items():
         extra.setdefault(int(i), (token, True))
     for i, (token, special) in sorted(extra.items()):
-        if hf.token_to_id(token) is None:
-            hf.add_tokens([AddedToken(token, special=special, normalized=False)])
+        # also when vocab.json has it (GPT-2's <|endoftext|>): an added token is never split
+        hf.add_tokens([AddedToken(token, special=special, normalized=False)])
         if hf.token_to_id(token) != i:
             raise DLMError(f"{path}: added token {token!r} should have id {i} but lands at "
                            f"{hf.token_to_id(token)} (ids must follow the vocabulary)")

@@ -67,6 +67,9 @@ class LoraSpec:
     @classmethod
     def parse(cls, text: str) -> LoraSpec:
         """'r=8,alpha=16,targets=q,k,v,o' (a bare word continues the list of the key before)."""
+        if not text.strip():
+            raise DLMError("--lora: give the adapter's settings, e.g. r=8,alpha=16,targets=q,k,"
+                           "v,o")
         values: dict[str, list[str]] = {}
         key = None
         for part in (p.strip() for p in text.split(",")):
@@ -138,20 +141,41 @@ def has_adapters(network: torch.nn.Module) -> bool:
     return bool(getattr(network, "peft_config", None))
 
 
-def _inject(network: torch.nn.Module, config, name: str) -> None:
+@contextlib.contextmanager
+def _peft_call(network: torch.nn.Module):
+    """PEFT's layer calls flip ``requires_grad`` (injection freezes the base, switching
+    adapters on makes them trainable) and build new modules in train mode: afterwards every
+    parameter that was there keeps its flag, new ones (an adapter) are frozen, and every module
+    follows the network's train / eval mode (LoRA dropout is off in eval)."""
+    flags = [(p, p.requires_grad) for p in network.parameters()]
+    mode = network.training
+    try:
+        with warnings.catch_warnings():  # PEFT warns about our non-transformers model
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        known = {id(p) for p, _ in flags}
+        for p in network.parameters():
+            if id(p) not in known:
+                p.requires_grad_(False)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        network.train(mode)
+
+
+def _inject(network: torch.nn.Module, config, name: str, where: Path | str = "") -> None:
     """Add adapter ``name`` (PEFT layers, in place); every loaded adapter stays active."""
     existing = dict(getattr(network, "peft_config", {}) or {})
     if name in existing:
         raise DLMError(f"an adapter named {name!r} is already loaded")
-    with warnings.catch_warnings():  # PEFT warns about our non-transformers model
-        warnings.simplefilter("ignore")
-        peft().inject_adapter_in_model(config, network, adapter_name=name)
-    network.peft_config = {**existing, name: config}  # PEFT's attribute: one entry per adapter
-    for _, layer in _layers(network):
-        layer.set_adapter(list(network.peft_config))
-    for n, p in network.named_parameters():  # nothing trains unless asked (add_lora)
-        if ".lora_" in n:
-            p.requires_grad_(False)
+    with _peft_call(network):
+        try:
+            peft().inject_adapter_in_model(config, network, adapter_name=name)
+        except ValueError as e:  # e.g. a target that is not a linear layer
+            raise DLMError(f"{where or 'LoRA'}: {e}") from None
+        network.peft_config = {**existing, name: config}  # PEFT's attribute: one per adapter
+        for _, layer in _layers(network):
+            layer.set_adapter(list(network.peft_config))
 
 
 def add_lora(network: torch.nn.Module, spec: LoraSpec, name: str = "default") -> int:
@@ -199,14 +223,28 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 
 # modules of the published layouts -> ours (the checkpoint loader's table, on module names)
-def _our_module(module: str) -> str | None:
+def _our_module(module: str) -> tuple[str, str] | None:
+    """(our module name, 'llada' | 'dream') for a published module name, else None."""
     from .hf import our_name
 
     for arch in ("llada", "dream"):
         ours = our_name(arch, module + ".weight")
         if ours:
-            return ours.removesuffix(".weight")
+            return ours.removesuffix(".weight"), arch
     return None
+
+
+LINEAR = re.compile(r"blocks\.\d+\.(attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head")
+
+
+def _targeted(name: str, targets) -> bool:
+    """PEFT's rule: a list matches a module name exactly or as its last dotted parts, a
+    string is a regular expression on the whole name ('all-linear': all but the head)."""
+    if targets == "all-linear":  # PEFT leaves the output head out
+        return "blocks" in name or not name.endswith(("lm_head", "ff_out"))
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 _UNSUPPORTED = {"use_dora": (True,), "modules_to_save": None, "layers_to_transform": None,
@@ -239,7 +277,7 @@ def read_adapter(path: str | Path, network: torch.nn.Module):
     except (SafetensorError, OSError) as e:
         raise DLMError(f"{weights}: cannot read ({e})") from None
     modules = dict(network.named_modules())
-    ours, foreign = {}, False
+    ours, arch = {}, None  # arch: the published naming the adapter was written in, if any
     for key, tensor in state.items():
         m = re.fullmatch(r"(?:base_model\.model\.)?(.+)\.(lora_[AB])\.weight", key)
         if not m:
@@ -248,14 +286,27 @@ def read_adapter(path: str | Path, network: torch.nn.Module):
         module = m.group(1)
         if module not in modules:
             mapped = _our_module(module)
-            if mapped is None or mapped not in modules:
+            if mapped is None or mapped[0] not in modules or arch not in (None, mapped[1]):
                 raise DLMError(f"{weights.name}: tensor {key!r} names no layer of this model")
-            module, foreign = mapped, True
+            module, arch = mapped
+        if not LINEAR.fullmatch(module):
+            raise DLMError(f"{weights.name}: tensor {key!r} adapts {module}, which is not one "
+                           "of the model's linear projections")
         ours[f"{module}.{m.group(2)}.weight"] = tensor
-    if foreign and (raw.get("rank_pattern") or raw.get("alpha_pattern")):
+    if arch and (raw.get("rank_pattern") or raw.get("alpha_pattern")):
         raise DLMError(f"{cfg_file}: rank_pattern / alpha_pattern of an adapter written for the "
                        "published model names are not supported")
-    targets = sorted({k.rsplit(".", 2)[0] for k in ours})
+    present = {k.rsplit(".", 2)[0] for k in ours}
+    if raw.get("target_modules"):  # every layer the config targets must come with tensors
+        from .hf import published_name
+
+        for module in sorted(n for n in modules if LINEAR.fullmatch(n)):
+            theirs = published_name(arch, module + ".weight").removesuffix(".weight") \
+                if arch else module
+            if _targeted(theirs, raw["target_modules"]) and module not in present:
+                raise DLMError(f"{weights.name}: the config targets {theirs} but the file has "
+                               "no tensors for it (a partial adapter)")
+    targets = sorted(present)
     r = _rank(ours, raw, weights)
     keep = {k: raw[k] for k in ("lora_alpha", "lora_dropout", "use_rslora", "rank_pattern",
                                 "alpha_pattern") if raw.get(k) is not None}
@@ -275,7 +326,11 @@ def _rank(state: dict[str, torch.Tensor], raw: dict, where: Path) -> int:
 def adapter_name(path: str | Path, network: torch.nn.Module) -> str:
     """A name from the folder name, unique among the loaded adapters, that PEFT can use as a
     module key (not an attribute of nn.ModuleDict such as 'half' or 'train')."""
-    base = re.sub(r"\W", "_", Path(str(path).rstrip("/")).name) or "adapter"
+    text = str(path).rstrip("/")
+    base = re.sub(r"\W", "_", text.rpartition("/")[2] if text.startswith("hf:")
+                  else Path(text).name) or "adapter"
+    if not base.isidentifier():  # e.g. runs/2024-style
+        base = f"a_{base}"
     taken = set(getattr(network, "peft_config", {}) or {})
     name, n = base, 1
     while name in taken or hasattr(torch.nn.ModuleDict, name):
@@ -287,14 +342,14 @@ def adapter_name(path: str | Path, network: torch.nn.Module) -> str:
 def load_adapter(network: torch.nn.Module, path: str | Path, weight: float = 1.0,
                  name: str | None = None) -> str:
     """Load an adapter directory onto ``network`` (alongside any loaded ones), scaled by
-    ``weight``. Every adapter tensor must fill a LoRA layer and every layer must be filled.
-    Returns its name."""
+    ``weight``. Every adapter tensor must fill a LoRA layer and every layer the adapter's
+    config targets must be filled. Returns its name."""
     config, state = read_adapter(path, network)
     name = name or adapter_name(path, network)
     if not name.isidentifier() or hasattr(torch.nn.ModuleDict, name):
         raise DLMError(f"adapter name {name!r}: use letters, digits and _ (and not a "
                        "torch.nn.Module method name)")
-    _inject(network, config, name)
+    _inject(network, config, name, Path(path) / ADAPTER_CONFIG)
     try:
         _fill(network, state, name, Path(path) / ADAPTER_WEIGHTS)
     except DLMError:
@@ -324,12 +379,26 @@ def _fill(network: torch.nn.Module, state: dict, name: str, where: Path) -> None
 
 
 def drop_adapter(network: torch.nn.Module, name: str) -> None:
-    for _, layer in _layers(network):
-        if name in layer.lora_A:
-            layer.delete_adapter(name)
-    network.peft_config = {k: v for k, v in network.peft_config.items() if k != name}
-    for _, layer in _layers(network):
-        layer.set_adapter(list(network.peft_config))
+    """Remove adapter ``name``; a layer left with no adapter is a plain layer again."""
+    with _peft_call(network):
+        for module_name, layer in _layers(network):
+            if name in layer.lora_A:
+                layer.delete_adapter(name)
+            if not layer.lora_A:
+                _unwrap(network, module_name, layer)
+        left = {k: v for k, v in network.peft_config.items() if k != name}
+        if left:
+            network.peft_config = left
+            for _, layer in _layers(network):
+                layer.set_adapter(list(left))
+        else:
+            del network.peft_config
+
+
+def _unwrap(network: torch.nn.Module, name: str, layer) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(network.get_submodule(parent) if parent else network, child,
+            layer.get_base_layer())
 
 
 def _base_scale(layer, name: str) -> float:
@@ -359,32 +428,37 @@ def set_weights(network: torch.nn.Module, weights: dict[str, float]) -> None:
 
 def set_enabled(network: torch.nn.Module, on: bool) -> None:
     """Switch every loaded adapter on or off (off: the base alone, at no extra cost)."""
-    for _, layer in _layers(network):
-        layer.enable_adapters(on)
+    with _peft_call(network):
+        for _, layer in _layers(network):
+            layer.enable_adapters(on)
+
+
+def enabled(network: torch.nn.Module) -> bool:
+    return not any(layer.disable_adapters for _, layer in _layers(network))
 
 
 @contextlib.contextmanager
 def adapters_disabled(network: torch.nn.Module):
     """Run the base alone inside the block (then back to how it was)."""
-    layers = _layers(network)
-    was_off = [layer.disable_adapters for _, layer in layers]
+    was_on = enabled(network)
     set_enabled(network, False)
     try:
         yield network
     finally:
-        for (_, layer), off in zip(layers, was_off):
-            layer.enable_adapters(not off)
+        set_enabled(network, was_on)
 
 
 def merge_adapters(network: torch.nn.Module) -> torch.nn.Module:
     """Fold every loaded adapter (at its weight) into the base weights and put the plain
     layers back: the network is an ordinary ``Transformer`` again."""
-    for name, layer in _layers(network):
-        layer.merge(adapter_names=list(network.peft_config))
-        parent, _, child = name.rpartition(".")
-        setattr(network.get_submodule(parent), child, layer.get_base_layer())
-    if hasattr(network, "peft_config"):
-        del network.peft_config
+    if not enabled(network):
+        raise DLMError("the adapters are switched off: switch them on to merge them")
+    with _peft_call(network):
+        for name, layer in _layers(network):
+            layer.merge(adapter_names=list(network.peft_config))
+            _unwrap(network, name, layer)
+        if hasattr(network, "peft_config"):
+            del network.peft_config
     return network
 
 

@@ -58,10 +58,15 @@ class SFTTrainer(Trainer):
         # resuming: the run itself holds the architecture, tokenizer and kept settings (the
         # base may have moved); its weights are loaded by the trainer's resume. A LoRA run
         # holds only its adapter: its base is loaded and the adapter is put back on resume.
-        source = cfg.init_from
-        if self.resuming:
-            source = read_config(self.run_dir).get("adapter", {}).get("base", self.run_dir)
+        saved = read_config(self.run_dir).get("adapter") if self.resuming else None
+        source = self.run_dir if self.resuming and not saved else cfg.init_from
+        if saved and not source.startswith("hf:") and not Path(source).is_dir():
+            raise DLMError(f"{self.run_dir} is a LoRA run on {source}, which is missing: put "
+                           "it back or give its new place (dlm sft ... --resume --base PATH)")
         network, tokenizer, base = load_checkpoint(source, device="cpu")
+        if saved and base_params(network) != saved["base_params"]:
+            raise DLMError(f"{self.run_dir} was trained on a base of {saved['base_params']:,} "
+                           f"parameters; {cfg.init_from} has {base_params(network):,}")
         if has_adapters(network):  # a LoRA run as the start: fine-tune its merged weights
             merge_adapters(network)
         if base["kind"] != cfg.kind:
@@ -95,11 +100,17 @@ class SFTTrainer(Trainer):
             return network.train()
         return network.float().train()  # loaded checkpoints come in eval mode
 
+    @property
+    def _base_ref(self) -> str:
+        """Where a LoRA run finds its base: a hub id as given, a folder as an absolute path."""
+        src = self.cfg.init_from
+        return src if src.startswith("hf:") else str(Path(src).resolve())
+
     def _save_model(self, path: Path) -> None:
         if not self.cfg.lora:
             return super()._save_model(path)
         save_model_dir(path, self.network, self.tokenizer, self._model_config(), weights=False)
-        save_adapter(path, self.network, LORA_NAME, base=self.cfg.init_from)
+        save_adapter(path, self.network, LORA_NAME, base=self._base_ref)
 
     def _load_weights(self, path: Path) -> dict:
         if not self.cfg.lora:
@@ -156,7 +167,7 @@ class SFTTrainer(Trainer):
             "params": self.base_config.get("params", {}) if self.cfg.lora else
             {"total": self.network.num_params(),
              "non_embedding": self.network.num_params(non_embedding=True)},
-            **({"adapter": {"base": self.cfg.init_from, "base_params": self.base_params,
+            **({"adapter": {"base": self._base_ref, "base_params": self.base_params,
                             "lora": self.cfg.lora, "trainable_params": self.trainable}}
                if self.cfg.lora else {}),
             "eval": self.last_eval.to_dict() if self.last_eval else None,

@@ -11,7 +11,7 @@ from ..errors import DLMError
 
 # What may differ when resuming a run: everything else must match the saved run.
 RESUME_OVERRIDABLE = frozenset({"resume", "max_minutes", "threads", "device", "log_every",
-                                "progress"})
+                                "progress", "init_from"})  # init_from: a moved base
 
 
 def _f(default, help: str, **extra):

@@ -188,7 +188,8 @@ class Trainer:
             given = cfg.to_dict()
             merged = saved.to_dict()
             for key in RESUME_OVERRIDABLE:
-                merged[key] = given[key]
+                if key != "init_from" or given[key] is not None:  # not given: as recorded
+                    merged[key] = given[key]
             return TrainConfig.from_dict(merged).validate(), True
         leftovers = {p.name for p in self.run_dir.iterdir()} if self.run_dir.exists() else set()
         if leftovers == {"metrics.csv"}:  # a run stopped before its first checkpoint
