@@ -115,6 +115,16 @@ def test_ar_sft_loss_counts_the_answer_and_one_eos():
 
 # -- fine-tuning end to end --------------------------------------------------------------------
 
+class Crash(Exception):
+    pass
+
+
+def crash_at_step_7(trainer, step, row):
+    """A training callback standing in for a kill in the middle of a run."""
+    if step == 7:
+        raise Crash()
+
+
 QA = [("Capital of France?", "Paris"), ("Colour of the sky?", "blue"), ("Two plus two?", "four"),
       ("Opposite of hot?", "cold"), ("Author of Hamlet?", "Shakespeare"),
       ("Largest planet?", "Jupiter"), ("Frozen water?", "ice"), ("Baby cat?", "kitten"),
@@ -174,15 +184,8 @@ def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
                   threads=1, dropout=0.1)
     train(TrainConfig(out=str(tmp_path / "straight"), **common))
 
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, step, row):
-        if step == 7:
-            raise Crash()
-
     with pytest.raises(Crash):
-        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
+        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash_at_step_7])
     # plain `dlm train --resume` of a fine-tuning run continues it as fine-tuning
     train(TrainConfig(out=str(tmp_path / "killed"), resume=True, kind="mdlm", max_steps=10,
                       progress=False, threads=1))
@@ -312,15 +315,8 @@ def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, ca
     recorded = json.loads((tmp_path / "straight" / "config.json").read_text())["adapter"]
     assert recorded["base"] == str(base.resolve())  # found from any folder later
 
-    class Crash(Exception):
-        pass
-
-    def crash(trainer, step, row):
-        if step == 7:
-            raise Crash()
-
     with pytest.raises(Crash):
-        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash])
+        train(TrainConfig(out=str(tmp_path / "killed"), **common), [crash_at_step_7])
     base.rename(tmp_path / "moved")
     resume = ["sft", "x", str(data), "--out", str(tmp_path / "killed"), "--resume",
               "--threads", "1", "--no-progress"]

@@ -292,12 +292,18 @@ def cmd_steps_quality(ns: argparse.Namespace) -> int:
     return 0
 
 
+def new_dir(path: str) -> Path:
+    """A directory to write a checkpoint into: new, or empty (never overwritten)."""
+    dest = Path(path)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DLMError(f"{dest} exists and is not empty; choose a new directory")
+    return dest
+
+
 def cmd_convert(ns: argparse.Namespace) -> int:
     from . import load
 
-    dest = Path(ns.dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DLMError(f"{dest} exists and is not empty; choose a new directory")
+    dest = new_dir(ns.dest)
     model = load(ns.source, device="cpu", dtype=ns.dtype, strict=not ns.allow_unexpected)
     if ns.to == "hf":
         arch = model.save_pretrained(dest)
@@ -352,9 +358,7 @@ def cmd_lm_eval(ns: argparse.Namespace) -> int:
 
 
 def cmd_merge(ns: argparse.Namespace) -> int:
-    dest = Path(ns.dest)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise DLMError(f"{dest} exists and is not empty; choose a new directory")
+    dest = new_dir(ns.dest)
     from .pipeline import parse_dtype
 
     dtype, ns.dtype, ns.device = parse_dtype(ns.dtype), None, "cpu"
