@@ -420,6 +420,7 @@ class Model:
         from .models import lora
         from .models.formats import hub_snapshot
 
+        name = name or lora.adapter_name(path, self.network)  # hf:owner/name: named "name"
         return lora.load_adapter(self.network, hub_snapshot(path), weight, name)
 
     def set_adapter_weights(self, weights: dict[str, float]) -> None:

@@ -229,3 +229,15 @@ def test_loaded_adapters_follow_eval_mode_and_take_any_folder_name(tmp_path, bas
     assert not model.network.training and not any(m.training for m in model.network.modules())
     assert torch.equal(logits(model.network), logits(model.network))  # no dropout in eval
     close(logits(model.network), logits(merged_by_hand(net, [(pairs, 2, 4, 1.0)])))
+
+
+def test_a_hub_adapter_is_named_after_its_repository(tmp_path, base, monkeypatch):
+    import huggingface_hub
+
+    path, net = base
+    snapshot = write_adapter(tmp_path / "0f3a9c", random_pairs(net, ["blocks.0.attn.q_proj"],
+                                                               2, seed=5), r=2, alpha=4)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, allow_patterns: str(snapshot))  # no network in tests
+    model = dlm.load(path, device="cpu", adapters=[("hf:someone/style-lora", 0.5)])
+    assert model.adapters == {"style_lora": 0.5}

@@ -52,6 +52,22 @@ def save_model_dir(path: str | Path, network: Transformer, tokenizer: Tokenizer,
     (path / CONFIG_FILE).write_text(json.dumps(full, indent=2) + "\n")
 
 
+_REQUIRED = object()
+
+
+def read_json(file: Path, missing=_REQUIRED):
+    """A JSON file's content; ``missing`` is returned when the file does not exist (without
+    it, that is an error). Unreadable or invalid files raise one DLMError naming the file."""
+    if missing is not _REQUIRED and not file.is_file():
+        return missing
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+    except OSError as e:
+        raise DLMError(f"{file}: cannot read ({e.strerror or e})") from None
+
+
 def read_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_dir():
@@ -59,10 +75,7 @@ def read_config(path: str | Path) -> dict:
     cfg_path = path / CONFIG_FILE
     if not cfg_path.is_file():
         raise DLMError(f"{path} is not a dlm checkpoint (no {CONFIG_FILE})")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise DLMError(f"{cfg_path}: invalid JSON ({e.msg})") from None
+    config = read_json(cfg_path)
     if config.get("format") != FORMAT:
         raise DLMError(f"{cfg_path}: not a dlm checkpoint config (format={config.get('format')!r})")
     for key in ("kind", "model", "tokenizer"):

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..data.tokenizer import Tokenizer
 from ..errors import DLMError
-from .formats import fill_network, state_dict_for_save
+from .formats import fill_network, read_json, state_dict_for_save
 from .transformer import Transformer, TransformerConfig
 
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
@@ -83,13 +83,7 @@ def generation_defaults(path: Path, arch: str) -> dict:
     (Dream's alg / max_new_tokens / steps / temperature / top_p, or the fields dlm's own export
     writes). Keys that are not sampler settings are dropped when a SampleConfig is made."""
     out = dict(GENERATION_DEFAULTS[arch])
-    file = path / "generation_config.json"
-    if not file.is_file():
-        return out
-    try:
-        given = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+    given = read_json(path / "generation_config.json", missing={})
     for key, value in given.items():
         name = _GENERATION_KEYS.get(key, key)
         if not name.endswith("token_id") and not name.startswith("_"):
@@ -196,13 +190,7 @@ def weight_files(path: Path) -> dict[str, Path]:
 def bos_token(path: Path) -> str:
     """The BOS string a chat template writes as {{ bos_token }} ('' when none is declared)."""
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        file = path / name
-        if not file.is_file():
-            continue
-        try:
-            bos = json.loads(file.read_text()).get("bos_token")
-        except json.JSONDecodeError as e:
-            raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+        bos = read_json(path / name, missing={}).get("bos_token")
         if isinstance(bos, dict):
             bos = bos.get("content")
         if isinstance(bos, str):
@@ -215,13 +203,7 @@ def chat_template(path: Path) -> str | None:
     jinja = path / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text()
-    file = path / "tokenizer_config.json"
-    if not file.is_file():
-        return None
-    try:
-        template = json.loads(file.read_text()).get("chat_template")
-    except json.JSONDecodeError as e:
-        raise DLMError(f"{file}: invalid JSON ({e.msg})") from None
+    template = read_json(path / "tokenizer_config.json", missing={}).get("chat_template")
     if isinstance(template, list):  # named templates: take the default one
         template = next((t.get("template") for t in template if t.get("name") == "default"),
                         None)
@@ -244,13 +226,8 @@ def slow_bpe_tokenizer(path: Path):
     from tokenizers import Tokenizer as HFTokenizer
 
     vocab_file, merges_file = path / "vocab.json", path / "merges.txt"
-    cfg_file = path / "tokenizer_config.json"
-    try:
-        tok_config = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        added_file = path / "added_tokens.json"
-        added = json.loads(added_file.read_text()) if added_file.is_file() else {}
-    except json.JSONDecodeError as e:
-        raise DLMError(f"{path}: invalid JSON in the tokenizer files ({e.msg})") from None
+    tok_config = read_json(path / "tokenizer_config.json", missing={})
+    added = read_json(path / "added_tokens.json", missing={})
     family = SLOW_BPE.get(str(tok_config.get("tokenizer_class", "")).lower())
     if family is None:
         raise DLMError(f"{path}: no tokenizer.json, and tokenizer_class "
@@ -325,10 +302,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     no place for (they are skipped); a tensor we need that is missing is always an error."""
     path = Path(path)
     cfg_file = path / "config.json"
-    try:
-        hf_config = json.loads(cfg_file.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DLMError(f"{cfg_file}: cannot read ({e})") from None
+    hf_config = read_json(cfg_file)
     arch = architecture(hf_config, cfg_file)
     try:
         net_cfg = translate_config(arch, hf_config, cfg_file)

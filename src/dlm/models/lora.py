@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import DLMError
+from .formats import load_checkpoint, read_config, read_json
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the module names it saves
@@ -261,10 +262,7 @@ def read_adapter(path: str | Path, network: torch.nn.Module):
         raise DLMError(f"{path}: not an adapter (no {ADAPTER_CONFIG})")
     if not weights.is_file():
         raise DLMError(f"{path}: missing {ADAPTER_WEIGHTS} (only safetensors adapters load)")
-    try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
-        raise DLMError(f"{cfg_file}: invalid JSON ({e.msg})") from None
+    raw = read_json(cfg_file)
     if str(raw.get("peft_type", "")).upper() != "LORA":
         raise DLMError(f"{cfg_file}: peft_type {raw.get('peft_type')!r} is not supported "
                        "(LoRA only)")
@@ -471,8 +469,6 @@ def load_adapter_run(path: str | Path, device: str | torch.device = "cpu",
                      dtype: torch.dtype | None = None, base: str | Path | None = None):
     """A LoRA run directory (config.json naming its base + the adapter files): the base
     checkpoint with the adapter loaded at weight 1. ``base`` overrides the recorded path."""
-    from .formats import hub_snapshot, load_checkpoint, read_config
-
     path = Path(path)
     config = read_config(path)
     info = config["adapter"]
@@ -480,7 +476,7 @@ def load_adapter_run(path: str | Path, device: str | torch.device = "cpu",
     if not str(base).startswith("hf:") and not Path(base).is_dir():
         raise DLMError(f"{path}: its base checkpoint {base} is missing; put it back or give "
                        "its new place (--base PATH, or dlm.load(run, base=PATH))")
-    network, tokenizer, _ = load_checkpoint(hub_snapshot(base), device, dtype)
+    network, tokenizer, _ = load_checkpoint(base, device, dtype)
     expected = info.get("base_params")
     if expected is not None and base_params(network) != expected:
         raise DLMError(f"{path}: trained on a base of {expected:,} parameters, but {base} has "
