@@ -11,3 +11,15 @@ from .sample.config import SampleConfig
 from .version import __version__
 
 __all__ = ["DLMError", "GenerationResult", "Model", "SampleConfig", "__version__", "load"]
+
+_SUBPACKAGES = ("train", "sft", "sample", "data", "models", "diffusion", "experiments")
+
+
+def __getattr__(name: str):
+    """``dlm.train.train(...)`` and the other subpackages without importing them first
+    (imported on first use, so ``import dlm`` stays light)."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,12 +10,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import DLMError
 
 EXIT_USAGE = 2
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; each flag's default said once: appended unless the help
+    already says it, or the default is None / off / suppressed (then the help says what
+    happens)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if ("default" in text or not action.option_strings or d is None or d is False
+                or d is True or d == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {str(d).replace('%', '%%')})"
 
 
 class Parser(argparse.ArgumentParser):
@@ -44,10 +60,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
         typ = _flag_type(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
+        said = "default" in help_text  # the help says it in words: not twice
         if typ is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS,
-                                help=f"{help_text} (default: {'on' if default else 'off'})")
+                                help=help_text if said else
+                                f"{help_text} (default: {'on' if default else 'off'})")
         elif typ is list:
             parser.add_argument(flag, action="append", default=argparse.SUPPRESS,
                                 metavar="TEXT", help=f"{help_text} (repeatable)")
@@ -55,7 +73,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
             parser.add_argument(flag, type=typ, default=argparse.SUPPRESS,
                                 choices=f.metadata.get("choices"),
                                 metavar=None if f.metadata.get("choices") else f.name.upper(),
-                                help=f"{help_text} (default: {default})")
+                                help=help_text if said or default is None else
+                                f"{help_text} (default: {default})")
 
 
 def given(ns: argparse.Namespace, cls) -> dict:
@@ -111,9 +130,8 @@ def cmd_sft(ns: argparse.Namespace) -> int:
         # recorded as the run's base: a hub id stays one, a folder is made absolute
         ns.init_from = ns.checkpoint if ns.checkpoint.startswith("hf:") else \
             str(local.resolve())
-        if not hasattr(ns, "out"):
-            name = ns.checkpoint.removeprefix("hf:").rstrip("/").replace("/", "-")
-            ns.out = f"runs/{Path(name).name}-sft"
+        if not hasattr(ns, "out"):  # runs/tiny -> runs/tiny-sft; hf:org/name -> runs/name-sft
+            ns.out = f"runs/{Path(ns.checkpoint.removeprefix('hf:').rstrip('/')).name}-sft"
     ns.sft_data = ns.sft_file
     return cmd_train(ns)
 
@@ -153,10 +171,13 @@ def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
             raise DLMError(f"--trace {ns.trace}: use a .json or .html file name")
         if not Path(ns.trace).resolve().parent.is_dir():
             raise DLMError(f"--trace {ns.trace}: the folder does not exist")
+    if ns.fps <= 0:
+        raise DLMError(f"--fps must be > 0 (got {ns.fps:g})")
     model = load_model(ns, ns.checkpoint)
     fields = given(ns, SampleConfig)
-    out = run(model, inputs if len(inputs) > 1 else inputs[0],
-              trace=ns.animate or ns.trace is not None, **fields)
+    with decode_progress(model.mask_id, enabled=not ns.animate) as on_tokens:
+        out = run(model, inputs if len(inputs) > 1 else inputs[0],
+                  trace=ns.animate or ns.trace is not None, on_tokens=on_tokens, **fields)
     if ns.trace:
         from .sample.export import write_trace
 
@@ -179,6 +200,36 @@ def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
             if len(texts) > 1:
                 print("-" * 40)
     return 0
+
+
+@contextmanager
+def decode_progress(mask_id: int, enabled: bool = True):
+    """An ``on_tokens`` hook that shows a transient rich bar (tokens decoded, ETA) on a
+    terminal, so a long decode is not silent; None (no hook) elsewhere."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("decoding", total=None)
+
+        def on_tokens(step, state) -> None:
+            total = int((state.valid & ~state.fixed).sum())  # the slots that started masked
+            left = int((state.canvas == mask_id).sum())
+            bar.update(task, total=total, completed=total - left)
+
+        yield on_tokens
 
 
 def cmd_sample(ns: argparse.Namespace) -> int:
@@ -262,7 +313,7 @@ def data_constrained_from_args(ns: argparse.Namespace):
                      lrs=_numbers(ns.lrs, float, "lrs"),
                      token_noise=_numbers(ns.ar_token_noise, float, "ar-token-noise"),
                      final_t_samples=ns.final_t_samples,
-                     command=" ".join(["dlm", *sys.argv[1:]]),
+                     command=shlex.join(["dlm", *sys.argv[1:]]),
                      **{**SCALES[ns.scale], **{k: v for k, v in given.items() if v is not None}})
     return exp
 
@@ -286,7 +337,7 @@ def cmd_steps_quality(ns: argparse.Namespace) -> int:
         strategies=tuple(x.strip() for x in ns.strategies.split(",") if x.strip()),
         thresholds=_numbers(ns.thresholds, float, "thresholds", empty=True) or (),
         temperature=ns.temperature, seed=ns.seed, device=ns.device,
-        command=" ".join(["dlm", *sys.argv[1:]]))
+        command=shlex.join(["dlm", *sys.argv[1:]]))
     run(exp)
     print(f"{ns.out}: results.csv, samples.jsonl, curves.png, report.md")
     return 0
@@ -330,6 +381,10 @@ def cmd_lm_eval(ns: argparse.Namespace) -> int:
     tasks = [t.strip() for t in ns.tasks.split(",") if t.strip()]
     if not tasks:
         raise DLMError("--tasks: give at least one task name")
+    if ns.include_path and not Path(ns.include_path).is_dir():
+        raise DLMError(f"--include-path {ns.include_path}: no such folder")
+    if ns.out and not Path(ns.out).resolve().parent.is_dir():  # before, not after, the run
+        raise DLMError(f"--out {ns.out}: the folder does not exist")
     manager = None
     if ns.include_path:  # indexing lm-eval's thousands of built-in tasks takes a while: only
         manager = TaskManager(include_path=ns.include_path, include_defaults=False)  # if needed
@@ -384,9 +439,9 @@ def cmd_merge(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    from .models.formats import read_config
+    from .models.formats import checkpoint_config
 
-    cfg = read_config(ns.checkpoint)
+    cfg = checkpoint_config(ns.checkpoint)  # every format dlm.load reads; no weights loaded
     if ns.json:
         print(json.dumps(cfg, indent=2))
         return 0
@@ -444,111 +499,125 @@ def cmd_info(ns: argparse.Namespace) -> int:
 # parser
 
 
-TRAIN_EXAMPLES = """examples:
+# Every example below runs as printed after the README's Tour (tests/test_readme.py runs them,
+# with the budgets cut); lines with --device cuda need a GPU and are not run there.
+TRAIN_EXAMPLES = r"""examples:
   dlm train --preset tiny --out runs/tiny                  # masked diffusion on Shakespeare
   dlm train --kind ar --preset tiny --out runs/tiny-ar     # its autoregressive twin
   dlm train --kind bd3lm --block-size 8 --out runs/tiny-bd  # block diffusion (BD3-LM)
-  dlm train --data python-stdlib --tokenizer bpe --vocab-size 8192 --max-minutes 30
-  dlm train --data notes/ --unique-tokens 65536 --epochs 50 --out runs/repeat
+  dlm train --data python-stdlib --tokenizer bpe --vocab-size 8192 --max-minutes 30 \
+      --out runs/stdlib
+  dlm train --data docs/ --unique-tokens 32768 --epochs 40 --out runs/repeat   # a local folder
   dlm train --out runs/tiny --resume                       # continue a stopped run
-  torchrun --nproc_per_node 2 -m dlm train --max-steps 2000   # DDP
+  torchrun --nproc_per_node 2 -m dlm train --max-steps 2000 --out runs/ddp   # DDP
 """
 
-SAMPLE_EXAMPLES = """examples:
-  dlm sample runs/tiny "ROMEO:" --steps 64 --gen-length 128 --animate
-  dlm sample runs/tiny "First Citizen:" --block-length 32 --temperature 0.8 --seed 3
-  dlm sample runs/tiny "ROMEO:" "JULIET:" --remasking random     # a batch of prompts
-  dlm sample runs/tiny "ROMEO:" --block-length 32 --threshold 0.9 --cache dual  # Fast-dLLM
-  dlm sample runs/tiny "ROMEO:" --remasking entropy --alg-temp 0.5 --temperature 0.7
-  dlm sample runs/tiny "ROMEO:" --remask-eta 0.05 --trace denoise.html   # ReMDM, HTML replay
-  dlm sample runs/tiny "ROMEO:" --num-samples 4 --temperature 0.9  # best of 4 by likelihood
-  dlm sample runs/tiny "ROMEO:" --beam-width 4 --cfg-scale 1.0
-  dlm sample runs/tiny-ar "ROMEO:" --gen-length 200 --top-p 0.9 --temperature 0.8
-  dlm sample runs/tiny-qa-lora "User: Capital of France?\nAssistant: "   # base + its LoRA
-  dlm sample runs/tiny "ROMEO:" --adapter runs/style:0.7 --adapter runs/facts:0.3
-  dlm sample runs/tiny-qa-lora "ROMEO:" --no-adapter             # the base alone
+SAMPLE_EXAMPLES = r"""examples:
+  dlm sample runs/tiny "**ROMEO**" --steps 64 --gen-length 96 --animate
+  dlm sample runs/tiny "**HAMLET**" --block-length 32 --temperature 0.8 --seed 3
+  dlm sample runs/tiny "**ROMEO**" "**JULIET**" --remasking random     # a batch of prompts
+  dlm sample runs/tiny "**ROMEO**" --block-length 32 --threshold 0.9 --cache dual  # Fast-dLLM
+  dlm sample runs/tiny "**ROMEO**" --remasking entropy --alg-temp 0.5 --temperature 0.7
+  dlm sample runs/tiny "**ROMEO**" --remask-eta 0.05 --trace denoise.html   # ReMDM, HTML replay
+  dlm sample runs/tiny "**ROMEO**" --num-samples 4 --temperature 0.9  # best of 4 by likelihood
+  dlm sample runs/tiny "**ROMEO**" --beam-width 4 --cfg-scale 1.0
+  dlm sample runs/tiny-ar "**ROMEO**" --gen-length 200 --top-p 0.9 --temperature 0.8
+  dlm sample runs/tiny-qa-lora $'User: Who wrote Macbeth?\nAssistant: '   # base + its LoRA
+  dlm sample runs/tiny "**ROMEO**" --adapter runs/tiny-qa-lora:0.7 --adapter runs/tiny-qa-mlp:0.3
+  dlm sample runs/tiny-qa-lora "**ROMEO**" --no-adapter             # the base alone
+defaults: --gen-length 128 or what fits the context after the prompt (mdlm); --steps half of
+the tokens to decode, at least one per block, split over blocks as evenly as possible
 """
 
-INFILL_EXAMPLES = """examples:
+INFILL_EXAMPLES = r"""examples:
   dlm infill runs/tiny "The cat sat on the [MASK:4]."
-  dlm infill runs/tiny "ROMEO: [MASK:<=30]\nJULIET: [MASK:20]" --animate
-  dlm infill runs/tiny "a literal \\[MASK] and a real [MASK:3]" --json
-template syntax: [MASK] one token, [MASK:n] exactly n, [MASK:<=n] up to n; \\[ is a literal [
+  dlm infill runs/tiny $'**ROMEO**  \n[MASK:<=30]\n\n**JULIET**  \n[MASK:20]' --animate
+  dlm infill runs/tiny "a literal \[MASK] and a real [MASK:3]" --json
+template syntax: [MASK] one token, [MASK:n] exactly n, [MASK:<=n] up to n; \[ is a literal [
 """
 
-EDIT_EXAMPLES = """examples:
-  dlm edit runs/tiny "ROMEO: But soft, what lihgt through yonder window breaks" --budget 6
-  dlm edit runs/tiny "ROMEO: But soft, what light through yonder door breaks" --span 39:43
-  dlm edit runs/tiny "..." --budget 8 --remask-eta 0.05 --animate   # re-mask while denoising
+EDIT_EXAMPLES = r"""examples:
+  dlm edit runs/tiny $'**ROMEO**  \nBut soft, what lihgt through yonder window breaks?' --budget 6
+  dlm edit runs/tiny $'**ROMEO**  \nBut soft, what light through yonder door breaks?' --span 48:52
+  dlm edit runs/tiny $'**ROMEO**  \nBut soft, what lihgt through yonder window breaks?' \
+      --budget 8 --remask-eta 0.05 --animate           # re-mask while denoising
 """
 
-EVAL_EXAMPLES = """examples:
+EVAL_EXAMPLES = r"""examples:
   dlm eval runs/tiny                        # held-out bits/byte (an upper bound for mdlm)
   dlm eval runs/tiny runs/tiny-ar           # AR and MDLM side by side on the same bytes
   dlm eval runs/tiny --t-samples 64 --eval-tokens 131072 --json
   dlm eval --check-elbo                     # the estimator vs exact numbers on a toy
 """
 
-LM_EVAL_EXAMPLES = """examples:
-  dlm lm-eval runs/tiny --tasks my_task --include-path tasks/     # your own task YAML + data
+LM_EVAL_EXAMPLES = r"""examples:
+  dlm lm-eval runs/tiny --tasks shakespeare_lines --include-path examples/lm_eval/ --mc-num 32
+  dlm lm-eval runs/tiny-ar --tasks shakespeare_lines --include-path examples/lm_eval/ \
+      --out runs/lm-eval-ar.json                       # exact log-likelihoods; full results
   dlm lm-eval ~/models/LLaDA-8B-Base --tasks hellaswag,arc_easy --mc-num 128 --cfg 0.5 \
       --device cuda --dtype bf16 --no-check-greedy --out llada.json
   dlm lm-eval ~/models/LLaDA-8B-Instruct --tasks gsm8k --apply-chat-template --device cuda \
       --dtype bf16 --gen-length 256 --steps 256 --block-length 32
-the same model in lm-eval's own command line:
-  python -m dlm.harness --model dlm --model_args pretrained=runs/tiny,mc_num=64 --tasks ...
+the same model in lm-eval's own command line (its flags; --device defaults to dlm's auto):
+  python -m dlm.harness --model dlm --model_args pretrained=runs/tiny,mc_num=32 \
+      --tasks shakespeare_lines --include_path examples/lm_eval/
 """
 
-EXPERIMENT_EXAMPLES = """examples:
+EXPERIMENT_EXAMPLES = r"""examples:
   dlm experiment data-constrained                  # AR vs MDLM on repeated data (quick)
-  dlm experiment steps-quality runs/small runs/big --judge runs/ar
+  dlm experiment steps-quality runs/tiny runs/tiny-bd --judge runs/tiny-ar --out runs/sq
   dlm experiment STUDY --help                      # each study's options
 """
 
-STEPS_QUALITY_EXAMPLES = """examples:
+STEPS_QUALITY_EXAMPLES = r"""examples:
   dlm experiment steps-quality runs/tiny --judge runs/tiny-ar
-  dlm experiment steps-quality runs/small runs/big --judge runs/ar --out runs/sq
-  dlm experiment steps-quality runs/bd3 --judge runs/ar --strategies low_confidence,margin \\
-      --fractions 0.25,0.5,1 --thresholds 0.9 --temperature 0.8
-writes results.csv, samples.jsonl, curves.png and report.md to --out
+  dlm experiment steps-quality runs/tiny runs/tiny-bd --judge runs/tiny-ar --out runs/sq
+  dlm experiment steps-quality runs/tiny-bd --judge runs/tiny-ar \
+      --strategies low_confidence,margin --fractions 0.25,0.5,1 --thresholds 0.9 \
+      --temperature 0.8 --out runs/sq-bd
+writes results.csv, samples.jsonl, curves.png and report.md to --out (a new folder)
 """
 
-DATA_CONSTRAINED_EXAMPLES = """examples:
+DATA_CONSTRAINED_EXAMPLES = r"""examples:
   dlm experiment data-constrained                            # quick protocol, AR vs MDLM
-  dlm experiment data-constrained --kinds ar,mdlm,bd3lm --unique-tokens 262144 --epochs 128
-  dlm experiment data-constrained --unique-tokens 65536,262144 --seeds 2 --lrs 1e-3
+  dlm experiment data-constrained --kinds ar,mdlm,bd3lm --unique-tokens 262144 --epochs 128 \
+      --out runs/dc-bd
+  dlm experiment data-constrained --unique-tokens 65536,262144 --seeds 2 --lrs 1e-3 \
+      --out runs/dc-tiers
   dlm experiment data-constrained --protocol full --out runs/dc-full    # hours on a CPU
-  dlm experiment data-constrained --scale gpu --protocol full          # a larger setting
 an interrupted experiment continues where it stopped: run the same command again
 """
 
-SFT_EXAMPLES = """examples:
-  dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa
-  dlm sft ~/models/LLaDA-8B-Base chat.jsonl --device cuda --batch-size 8 --grad-accum 4 \\
+SFT_EXAMPLES = r"""examples:
+  dlm sft runs/tiny examples/qa.jsonl --epochs 30 --lr 1e-3 --batch-size 8     # -> runs/tiny-sft
+  dlm sft runs/tiny examples/qa.jsonl --epochs 30 --lr 1e-3 --batch-size 8 --resume  # after a kill
+  dlm sft runs/tiny examples/qa.jsonl --epochs 30 --lr 3e-3 --batch-size 8 \
+      --lora r=8,alpha=16 --out runs/tiny-qa-lora             # an adapter only (PEFT)
+  dlm sft ~/models/LLaDA-8B-Base chat.jsonl --device cuda --batch-size 8 --grad-accum 4 \
       --seq-len 1024 --lr 2.5e-5 --max-steps 2000
-  dlm sft runs/tiny qa.jsonl --epochs 3 --lr 1e-4 --out runs/tiny-qa --resume   # after a kill
   dlm sft ~/models/LLaDA-8B-Instruct chat.jsonl --lora r=16,alpha=32,targets=all \
-      --device cuda --lr 2e-4 --max-steps 1000 --out runs/llada-lora   # adapter only (PEFT)
+      --device cuda --lr 2e-4 --max-steps 1000 --out runs/llada-lora
 rows: {"prompt": "...", "response": "..."} or {"messages": [{"role": "user", "content": ...},
       ..., {"role": "assistant", "content": ...}]}   (the last message is the answer)
 """
 
-CONVERT_EXAMPLES = """examples:
+CONVERT_EXAMPLES = r"""examples:
   dlm convert ~/models/LLaDA-8B-Instruct runs/llada-8b --dtype bf16
   dlm convert ~/models/Dream-v0-Instruct-7B runs/dream-7b
   dlm convert runs/tiny runs/tiny-hf --to hf      # LLaDA layout + generation_config.json
-dlm sample / infill / eval also load the published directory directly
+dlm sample / infill / eval / info also read the published directory directly
 """
 
-MERGE_EXAMPLES = """examples:
-  dlm merge runs/tiny-qa-lora runs/tiny-qa                 # a LoRA run -> a full checkpoint
-  dlm merge runs/tiny --adapter runs/style:0.7 --adapter runs/facts:0.3 runs/tiny-mix
-  dlm merge runs/llada-lora runs/llada-merged --dtype bf16 --to hf
+MERGE_EXAMPLES = r"""examples:
+  dlm merge runs/tiny-qa-lora runs/tiny-qa-merged          # a LoRA run -> a full checkpoint
+  dlm merge runs/tiny --adapter runs/tiny-qa-lora:0.7 --adapter runs/tiny-qa-mlp:0.3 runs/tiny-mix
+  dlm merge runs/tiny-qa-lora runs/tiny-qa-hf --dtype bf16 --to hf
 """
 
-INFO_EXAMPLES = """examples:
+INFO_EXAMPLES = r"""examples:
   dlm info runs/tiny
   dlm info runs/tiny --json
+  dlm info runs/tiny-hf                  # a published (LLaDA / Dream) layout: no weights read
 """
 
 
@@ -557,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train.config import TrainConfig
     from .version import __version__
 
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = HelpFormatter
     parser = Parser(prog="dlm", formatter_class=fmt,
                     description="Train, sample and evaluate diffusion language models.",
                     epilog="run 'dlm COMMAND --help' for a command's flags and examples")

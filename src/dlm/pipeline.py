@@ -105,14 +105,13 @@ class Model:
                 f"tokenizer={self.tokenizer.kind!r}, context={self.max_seq_len})")
 
     # --- generation ---------------------------------------------------------------------------
-    def sample_config(self, config: SampleConfig | None = None, blocks: bool = True,
-                      **fields) -> SampleConfig:
+    def sample_config(self, config: SampleConfig | None = None, **fields) -> SampleConfig:
         # a published checkpoint brings its authors' sampler defaults (config "generation")
         defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
         base = config or SampleConfig(**{
             k: v for k, v in self.config.get("generation", {}).items()
             if k in defaults and (v is not None or defaults[k] is None)})
-        return base.replace(**fields).validate(blocks)
+        return base.replace(**fields).validate()
 
     def generate(self, prompt: str | list[str], trace: bool = False,
                  config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
@@ -143,7 +142,7 @@ class Model:
                            eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
                            on_logits=on_logits, on_tokens=on_tokens)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
-        return GenerationResult(texts, gen.tokens, gen.trace, gen.nfe, cfg, gen.scores)
+        return GenerationResult(texts, gen.tokens, gen.trace, gen.nfe, gen.config, gen.scores)
 
     def decode_generated(self, tokens: list[int], cfg: SampleConfig) -> str:
         """Generated ids -> text: cut at the first EOS, drop MASK/PAD, cut at stop strings."""
@@ -176,7 +175,7 @@ class Model:
             model.infill("The cat sat on the [MASK:4].").fillings   # ["mat."]-like
         """
         self._need_diffusion("infill")
-        cfg = self.sample_config(config, blocks=False, **fields)
+        cfg = self.sample_config(config, **fields)
         templates = [template] if isinstance(template, str) else list(template)
         parsed = [parse_template(t) for t in templates]
         canvases = [build_canvas(p, self.tokenizer) for p in parsed]
@@ -197,7 +196,7 @@ class Model:
         one = isinstance(template, str)
         return InfillResult(filled[0].text if one else [f.text for f in filled],
                             filled[0].fillings if one else [f.fillings for f in filled],
-                            gen.canvases, gen.trace, gen.nfe, cfg)
+                            gen.canvases, gen.trace, gen.nfe, gen.config)
 
     def edit(self, text: str | list[str], spans: list[tuple[int, int]] | None = None,
              budget: int = 8, trace: bool = False, config: SampleConfig | None = None,
@@ -215,7 +214,7 @@ class Model:
             model.edit("The cat sat on the mta.", budget=3).text
         """
         self._need_diffusion("edit")
-        cfg = self.sample_config(config, blocks=False, **fields)
+        cfg = self.sample_config(config, **fields)
         texts = [text] if isinstance(text, str) else list(text)
         if spans is not None and len(texts) != 1:
             raise DLMError("spans select characters of one text; pass one text with spans")
@@ -264,7 +263,7 @@ class Model:
                    for c, new, old in zip(chosen, gen.canvases, rows)]
         one = isinstance(text, str)
         return EditResult(out[0] if one else out, chosen, changed, gen.canvases, gen.trace,
-                          gen.nfe, cfg)
+                          gen.nfe, gen.config)
 
     @torch.no_grad()
     def _least_sure(self, ids: list[int], k: int, passes: int) -> list[int]:

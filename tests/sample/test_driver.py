@@ -181,12 +181,42 @@ def test_sampling_with_temperature_is_seeded():
     assert a == b and a != c
 
 
+def steps_per_block(gen) -> list[int]:
+    blocks = [s.block for s in gen.trace.steps]
+    return [blocks.count(b) for b in sorted(set(blocks))]
+
+
+def test_steps_split_over_blocks_as_evenly_as_possible():
+    """Neither gen_length nor steps must divide: the last block is shorter, the first blocks
+    take the remaining steps (LLaDA's rule for tokens per step)."""
+    net = tiny_net()
+    gen = run(net, [[1, 2]], steps=7, gen_length=10, block_length=4)
+    assert steps_per_block(gen) == [3, 2, 2]
+    assert len(gen.tokens[0]) == 10 and MASK not in gen.tokens[0]
+    assert steps_per_block(run(tiny_net(max_seq_len=128), [[1]], steps=64, gen_length=96,
+                               block_length=32)) == [22, 21, 21]
+    even = run(net, [[1]], steps=8, gen_length=8, block_length=4)  # divisible: as before
+    assert steps_per_block(even) == [4, 4] and even.config.steps == 8
+
+
+def test_defaults_fit_the_model():
+    """Without gen_length a masked diffusion canvas is cut to the context (64 here); without
+    steps it takes half the masked slots, at least one per block; AR keeps 128 (it slides)."""
+    net = tiny_net()
+    gen = run(net, [[1] * 10])
+    assert len(gen.tokens[0]) == 54 and gen.config.gen_length == 54
+    assert gen.config.steps == 27 and len(gen.trace.steps) == 27
+    blocks = run(net, [[1] * 10], block_length=4, gen_length=8)
+    assert blocks.config.steps == 4 and steps_per_block(blocks) == [2, 2]
+    assert run(net, [[1] * 10], kind="ar").config.gen_length == 128
+    with pytest.raises(DLMError, match="no room"):
+        run(net, [[1] * 64])
+
+
 def test_bad_configs_are_clear_errors():
     net = tiny_net()
-    with pytest.raises(DLMError, match="multiple of block_length"):
-        run(net, [[1]], steps=8, gen_length=10, block_length=4)
-    with pytest.raises(DLMError, match="multiple of the number of blocks"):
-        run(net, [[1]], steps=3, gen_length=8, block_length=4)
+    with pytest.raises(DLMError, match="fewer than the blocks"):
+        run(net, [[1]], steps=1, gen_length=8, block_length=4)
     with pytest.raises(DLMError, match="context"):
         run(net, [[1] * 60], steps=8, gen_length=8)
     with pytest.raises(DLMError, match="remasking"):

@@ -789,8 +789,9 @@ def test_cfg_unconditional_pass_keeps_the_bos_of_a_shifted_model():
 
 @pytest.mark.parametrize("kw,match", [
     (dict(steps=0), "steps must be >= 1"),
-    (dict(gen_length=10, block_length=4), "multiple of block_length"),
-    (dict(steps=3, gen_length=8, block_length=4), "multiple of the number of blocks"),
+    (dict(steps=1, gen_length=8, block_length=4), "fewer than the blocks"),
+    (dict(gen_length=0), "gen_length must be in"),
+    (dict(gen_length=100000), "gen_length must be in"),
     (dict(threshold=0.0), "threshold must be in"),
     (dict(threshold=1.5), "threshold must be in"),
     (dict(factor=0.0), "factor must be > 0"),

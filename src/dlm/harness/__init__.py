@@ -43,7 +43,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from ..errors import DLMError
-from ..sample.config import SampleConfig
+from ..sample.config import DEFAULT_GEN_LENGTH, SampleConfig
 
 # gen_kwargs lm-eval tasks use -> SampleConfig fields
 _GEN_KEYS = {"until": "stop", "max_gen_toks": "gen_length", "max_new_tokens": "gen_length"}
@@ -108,7 +108,7 @@ class DLMHarness(TemplateLM):
         if isinstance(sample_fields.get("stop"), str):  # one stop string from model_args
             sample_fields["stop"] = [sample_fields["stop"]]
         self.sample_fields = sample_fields
-        self.model.sample_config(blocks=False, **sample_fields)  # refuse bad values now
+        self.model.sample_config(**sample_fields)  # refuse bad values now
         self._bos = self.model._bos()
         self._name = str(pretrained)
 
@@ -259,6 +259,8 @@ class DLMHarness(TemplateLM):
             for rows in groups.values():
                 fields = self._gen_fields(requests[rows[0]].args[1])
                 cfg = self.model.sample_config(**fields)
+                if cfg.gen_length is None:  # no max_gen_toks: the default, at most half the window
+                    cfg = cfg.replace(gen_length=min(DEFAULT_GEN_LENGTH, self.max_length // 2))
                 # AR and bd3lm slide their window (the context and one block must fit); a
                 # masked diffusion canvas must fit it whole
                 room = self.max_length - {"ar": 1, "bd3lm": 2 * (self.model.block_size or 1)

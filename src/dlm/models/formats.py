@@ -155,6 +155,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     return load_hf_dir(path, device, dtype, strict)
 
 
+def checkpoint_config(path: str | Path) -> dict:
+    """The config of any directory ``load_checkpoint`` reads (ours, a LoRA run, a published
+    LLaDA / Dream one), without loading its weights."""
+    path = hub_snapshot(path)
+    if is_dlm_dir(path):
+        return read_config(path)
+    from .hf import read_hf_dir
+
+    return read_hf_dir(path)[3]
+
+
 def hub_snapshot(path: str | Path) -> Path:
     """``path`` itself, or for ``hf:owner/name`` the local snapshot of that Hub repository's
     config, tokenizer and safetensors files (never pickled weights). Only an explicit ``hf:``

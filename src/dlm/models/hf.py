@@ -301,14 +301,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
     """Load a LLaDA or Dream directory. ``strict=False`` tolerates published tensors we have
     no place for (they are skipped); a tensor we need that is missing is always an error."""
     path = Path(path)
-    cfg_file = path / "config.json"
-    hf_config = read_json(cfg_file)
-    arch = architecture(hf_config, cfg_file)
-    try:
-        net_cfg = translate_config(arch, hf_config, cfg_file)
-    except (TypeError, ValueError) as e:
-        raise DLMError(f"{cfg_file}: bad model shape ({e})") from None
-    tokenizer = hf_tokenizer(path, hf_config, net_cfg.vocab_size)
+    arch, net_cfg, tokenizer, config = read_hf_dir(path)
     with torch.device("meta"):
         network = Transformer(net_cfg)
     expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
@@ -349,6 +342,22 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
         raise DLMError(f"{path}: the checkpoint lacks {len(missing)} tensor(s) a {arch} model "
                        f"needs, e.g. {missing[0]!r}")
     fill_network(network, state, device)  # already cast tensor by tensor
+    return network, tokenizer, config
+
+
+def read_hf_dir(path: Path) -> tuple[str, TransformerConfig, Tokenizer, dict]:
+    """A published directory's architecture, network shape, tokenizer and dlm config (the
+    one ``load_hf_dir`` returns), without reading a weight: what ``dlm info`` shows."""
+    cfg_file = path / "config.json"
+    hf_config = read_json(cfg_file)
+    arch = architecture(hf_config, cfg_file)
+    try:
+        net_cfg = translate_config(arch, hf_config, cfg_file)
+    except (TypeError, ValueError) as e:
+        raise DLMError(f"{cfg_file}: bad model shape ({e})") from None
+    tokenizer = hf_tokenizer(path, hf_config, net_cfg.vocab_size)
+    with torch.device("meta"):
+        network = Transformer(net_cfg)
     config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
               "chat_template": chat_template(path), "bos_token": bos_token(path),
               "source": {"format": arch, "path": str(path),
@@ -356,7 +365,7 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
               "generation": generation_defaults(path, arch),
               "params": {"total": network.num_params(),
                          "non_embedding": network.num_params(non_embedding=True)}}
-    return network, tokenizer, config
+    return arch, net_cfg, tokenizer, config
 
 
 # -- export: our checkpoint -> the published layout ------------------------------------------

@@ -15,7 +15,14 @@ runs until it has no masks and ``steps`` is not used). AR models read only ``gen
 new tokens), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``stop``, ``min_length``,
 ``num_samples`` and ``beam_width``: AR decoding is "blocks of one token, one step each".
 ``infill`` and ``edit`` fill the masks of their canvas, so ``gen_length``, ``min_length`` and
-``stop`` do not apply to them, and ``block_length`` need not divide anything.
+``stop`` do not apply to them.
+
+Defaults that depend on the model are left ``None`` here and settled by the driver
+(``sample.driver``), which knows the context and the prompt: ``gen_length`` is
+``DEFAULT_GEN_LENGTH`` cut to what fits the context after the longest prompt (a masked
+diffusion canvas must fit whole; AR and bd3lm slide), ``steps`` is half the masked slots, at
+least one per block. Steps are split over blocks as evenly as possible, the first blocks taking
+the remainder, as LLaDA splits a block's tokens over its steps.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ REMASKING = ("low_confidence", "random", "margin", "entropy", "origin")
 TRANSFER = ("even", "linear", "cosine")
 CACHES = ("none", "prefix", "dual", "exact")
 REMASK_VARIANTS = ("cap", "rescale", "conf")
+DEFAULT_GEN_LENGTH = 128  # new tokens when gen_length is not given (mdlm: at most what fits)
+MAX_GEN_LENGTH = 1 << 16  # a longer request is refused (AR and bd3lm could slide on for hours)
 
 
 def _f(default, help: str, **extra):
@@ -37,10 +46,15 @@ def _f(default, help: str, **extra):
 
 @dataclass
 class SampleConfig:
-    steps: int = _f(64, "denoising steps in total, split evenly over blocks (diffusion)")
-    gen_length: int = _f(128, "tokens to generate (AR: at most)")
+    steps: int | None = _f(None, "denoising steps in total (diffusion), split over the blocks "
+                           "as evenly as possible, earlier blocks taking the remainder; "
+                           "default: half the tokens to decode, at least one per block")
+    gen_length: int | None = _f(None, "tokens to generate (AR: at most); default: "
+                                f"{DEFAULT_GEN_LENGTH}, cut to what fits the model's context "
+                                "after the prompt (mdlm)")
     block_length: int | None = _f(None, "semi-autoregressive block size (diffusion); "
-                                        "default: one block of gen_length")
+                                        "default: one block of gen_length; a gen_length "
+                                        "that is not a multiple leaves the last block shorter")
     remasking: str = _f("low_confidence", "score deciding which masked positions to commit: "
                         "probability, random, top1-top2 margin, -entropy; origin = Dream's "
                         "commit-each-with-probability-1-s/t", choices=REMASKING)
@@ -99,9 +113,10 @@ class SampleConfig:
         """True when the number committed per step depends on the scores (threshold, factor)."""
         return self.threshold is not None or self.factor is not None
 
-    def validate(self, blocks: bool = True) -> SampleConfig:
-        """Raise DLMError on a bad setting. ``blocks=False`` skips the gen_length / block_length
-        / steps divisibility rules (infill and edit canvases are not ``gen_length`` long)."""
+    def validate(self) -> SampleConfig:
+        """Raise DLMError on a bad setting. gen_length need not be a multiple of block_length
+        (the last block is shorter), nor steps of the number of blocks (see ``block_steps``
+        in the driver); the rules that need the model and the prompt are the driver's."""
 
         def bad(msg: str):
             raise DLMError(msg)
@@ -119,9 +134,9 @@ class SampleConfig:
             if not ok:
                 bad(f"{f.name} must be {'a finite number' if kind == 'float' else kind} "
                     f"(got {value!r})")
-        if self.gen_length < 1:
-            bad(f"gen_length must be >= 1 (got {self.gen_length})")
-        if self.steps < 1:
+        if self.gen_length is not None and not 1 <= self.gen_length <= MAX_GEN_LENGTH:
+            bad(f"gen_length must be in 1..{MAX_GEN_LENGTH} (got {self.gen_length})")
+        if self.steps is not None and self.steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         for name, choices in (("remasking", REMASKING), ("transfer", TRANSFER),
                               ("cache", CACHES), ("remask_variant", REMASK_VARIANTS)):
@@ -180,12 +195,4 @@ class SampleConfig:
                 "random / origin, or alg_temp)")
         if self.block_length is not None and self.block_length < 1:
             bad(f"block_length must be >= 1 (got {self.block_length})")
-        if blocks and self.block_length is not None:
-            if self.gen_length % self.block_length:
-                bad(f"gen_length ({self.gen_length}) must be a multiple of "
-                    f"block_length ({self.block_length})")
-            n_blocks = self.gen_length // self.block_length
-            if self.steps % n_blocks and not self.dynamic:
-                bad(f"steps ({self.steps}) must be a multiple of the number of "
-                    f"blocks ({n_blocks} = gen_length / block_length)")
         return self

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..diffusion.objectives import attention_for
 from ..errors import DLMError
-from .config import SampleConfig
+from .config import DEFAULT_GEN_LENGTH, SampleConfig
 from .search import beam_step, choose_rows, counted_slots, lineage
 from .strategies import (
     NEG_INF,
@@ -61,6 +61,7 @@ class Generation:
     trace: Trace | None
     nfe: int  # network forward calls
     scores: list[float] | None = None  # best-of-N likelihood / beam log-prob of each kept row
+    config: SampleConfig | None = None  # the settings decoded with, defaults settled
 
 
 @dataclass
@@ -90,7 +91,8 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
              eos_id: int, pad_id: int, record_trace: bool = True,
              on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None
              ) -> Generation:
-    """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched)."""
+    """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched);
+    ``Generation.config`` is ``cfg`` with its model-dependent defaults settled."""
     cfg.validate()
     if not prompts:
         raise DLMError("no prompts given")
@@ -102,11 +104,14 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
         if cfg.block_length is not None:
             raise DLMError(f"a bd3lm model decodes blocks of its own size ({align}); drop "
                            "block_length")
-        if cfg.gen_length % align:
+        if cfg.gen_length is not None and cfg.gen_length % align:
             raise DLMError(f"gen_length ({cfg.gen_length}) must be a multiple of the model's "
                            f"block size ({align})")
     if logit_shift(network, kind):  # a BOS (the EOS id: "a document starts") predicts token 0
         prompts = [[eos_id, *p] for p in prompts]
+    if cfg.gen_length is None:
+        cfg = cfg.replace(gen_length=default_gen_length(
+            network.config.max_seq_len, max(len(p) for p in prompts), kind, cfg, align))
     canvases = [[*p, *([mask_id] * cfg.gen_length)] for p in prompts]
     no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(cfg.gen_length)]
               for p in prompts]
@@ -115,6 +120,25 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
                   on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align)
     gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
     return gen
+
+
+def slides(kind: str, cfg: SampleConfig) -> bool:
+    """Whether decoding may run past the model's window (AR, and bd3lm with its exact cache,
+    evict whole blocks of cached keys); a masked diffusion canvas must fit whole."""
+    return kind == "ar" or (kind == "bd3lm" and cfg.cache in (None, "exact"))
+
+
+def default_gen_length(max_len: int, prompt_len: int, kind: str, cfg: SampleConfig,
+                       align: int = 1) -> int:
+    """``DEFAULT_GEN_LENGTH`` new tokens, or, for a canvas that must fit the window, what fits
+    after the longest prompt (bd3lm: whole blocks after the prompt's block)."""
+    if slides(kind, cfg):
+        return max(align, DEFAULT_GEN_LENGTH // align * align)
+    room = (max_len - -(-prompt_len // align) * align) // align * align
+    if room < 1:
+        raise DLMError(f"the prompt ({prompt_len} tokens) leaves no room to generate in the "
+                       f"model's context of {max_len} tokens; shorten it")
+    return min(DEFAULT_GEN_LENGTH // align * align or align, room)
 
 
 @torch.no_grad()
@@ -135,8 +159,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     device = next(network.parameters()).device
     max_len = network.config.max_seq_len
     longest = max(len(c) for c in canvases)
-    slides = kind == "ar" or (kind == "bd3lm" and cfg.cache in (None, "exact"))
-    if slides:  # the exact cache slides: the prompt and one block must fit the window
+    if slides(kind, cfg):  # the prompt and one block must fit the window
         first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
         need = -(-first_mask // align) * align + (align if kind == "bd3lm" else 1)
         if need > max_len:
@@ -184,12 +207,14 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     eos = eos_id if cfg.stop_at_eos else None
     parents: list[Tensor | None] = []  # beam search: where each row came from, per step
     ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
-    block_len, steps_per_block = plan_blocks(kind, cfg, ends - first,
-                                             forward.attn.block_size)  # steps: [R]
+    block_len, n_blocks, total_steps = plan_blocks(
+        kind, cfg, ends - first, (state.canvas[:, first:] == mask_id).sum(1),
+        forward.attn.block_size)  # [R] each
 
     for b, start in enumerate(range(first, S, block_len)):
         end = min(start + block_len, S)
         state.block, state.start, state.end = b, start, end
+        steps_per_block = block_steps(total_steps, n_blocks, b)  # [R]
         in_block = state.canvas[:, start:end] == mask_id
         targets = _targets(in_block, steps_per_block, cfg)  # [R, max steps]
         i = 0
@@ -226,7 +251,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
     if trace is not None and expand > 1:
         trace = lineage(trace, keep, parents)
-    return Generation(out, out, trace, forward.nfe, kept_scores)
+    if cfg.steps is None and kind != "ar" and len(set(total_steps.tolist())) == 1:
+        cfg = cfg.replace(steps=int(total_steps[0]))  # the default, as decoded
+    return Generation(out, out, trace, forward.nfe, kept_scores, cfg)
 
 
 def pad_rows(rows: list[list[int]], left: list[int], pad_id: int, device
@@ -265,17 +292,30 @@ def model_block_size(network) -> int:
     return bs
 
 
-def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor, block_size: int | None
-                ) -> tuple[int, Tensor]:
-    """Block length and each row's steps per block [R], for rows of ``length`` [R] slots
-    to decode (from the shared first mask on). AR: one token per block and step; bd3lm: the
-    model's own block size; mdlm: ``block_length`` (default: everything in one block)."""
+def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor, masks: Tensor,
+                block_size: int | None) -> tuple[int, Tensor, Tensor]:
+    """Block length, each row's number of blocks [R] and its steps in total [R], for rows of
+    ``length`` [R] slots to decode (from the shared first mask on) holding ``masks`` [R]
+    masks. AR: one token per block and step; bd3lm: the model's own block size; mdlm:
+    ``block_length`` (default: everything in one block). Steps: ``cfg.steps``, or by default
+    half the masks (rounded up), at least one per block."""
     if kind == "ar":
-        return 1, torch.ones_like(length)
+        return 1, length.clamp(min=1), length.clamp(min=1)
     block = block_size if kind == "bd3lm" else cfg.block_length or int(length.max())
     block = min(block, int(length.max()))
-    n_blocks = (length + block - 1) // block
-    return block, (cfg.steps // n_blocks).clamp(min=1)
+    n_blocks = ((length + block - 1) // block).clamp(min=1)
+    if cfg.steps is None:
+        return block, n_blocks, torch.maximum(n_blocks, (masks + 1) // 2)
+    if not cfg.dynamic and cfg.steps < int(n_blocks.max()):
+        raise DLMError(f"steps ({cfg.steps}) is fewer than the blocks to decode "
+                       f"({int(n_blocks.max())}): each block needs at least one step")
+    return block, n_blocks, torch.full_like(n_blocks, cfg.steps)
+
+
+def block_steps(total: Tensor, n_blocks: Tensor, b: int) -> Tensor:
+    """Steps of block ``b`` per row [R]: ``total`` split as evenly as possible over the row's
+    ``n_blocks``, the first blocks taking one more (LLaDA's rule for tokens per step)."""
+    return (total // n_blocks + (b < total % n_blocks).long()).clamp(min=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,9 +343,9 @@ class _Forward:
         if kind == "bd3lm" and self.mode in ("prefix", "dual"):
             raise DLMError("a bd3lm model caches finished blocks exactly: use cache exact (the "
                            "default) or none")
-        if kind != "bd3lm" and cfg.cache == "exact":
+        if kind == "mdlm" and cfg.cache == "exact":
             raise DLMError("cache='exact' is block diffusion's cache (bd3lm); for mdlm use "
-                           "none, prefix or dual")
+                           "none, prefix or dual (AR always decodes with its exact KV cache)")
         self.cache = network.new_cache() if self.mode == "exact" else None
         # the exact cache may slide: at most ``window`` slots attended, evicted in blocks
         self.window, self.block, self.evicted = network.config.max_seq_len, \

@@ -10,8 +10,10 @@ from ..diffusion.objectives import KINDS
 from ..errors import DLMError
 
 # What may differ when resuming a run: everything else must match the saved run.
+# out: a run directory is where it lies now (copied or moved, any spelling of its path);
+# init_from: a moved base.
 RESUME_OVERRIDABLE = frozenset({"resume", "max_minutes", "threads", "device", "log_every",
-                                "progress", "init_from"})  # init_from: a moved base
+                                "progress", "init_from", "out"})
 
 
 def _f(default, help: str, **extra):

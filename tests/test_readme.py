@@ -1,0 +1,219 @@
+"""Every command and Python line of README.md, and every example of every ``dlm … --help``,
+runs as printed — in order, in one scratch folder, on the tiny models the README's own Train
+lines make. What is changed, and nothing else (README.md, "Examples are tested", says it too):
+
+* budgets (``BUDGETS``): training gets ``--max-steps 3 --eval-tokens 1024 --no-progress``,
+  ``--animate`` gets ``--fps 1000``, lm-eval a 3-document limit, the experiments a small grid;
+  the Python ``max_steps=N`` becomes 3;
+* ``~`` is the scratch folder, whose ``models/`` holds tiny random LLaDA / Dream checkpoints
+  (published names, shapes and config keys) under the published names;
+* a line that says ``--device cuda`` (needs a GPU) or names ``hf:`` (needs the network) is not
+  run, nor ``make`` (the suite itself).
+
+A line is split into arguments by bash itself (quotes, ``$'…'``, ``\\`` continuations,
+comments), then ``dlm`` runs in this process (``dlm.cli.main``) and ``torchrun`` /
+``python -m`` in a child process. Each line is one test case, named after its source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+TRAIN_BUDGET = ["--max-steps", "3", "--eval-tokens", "1024", "--no-progress"]
+DATA_CONSTRAINED_BUDGET = [
+    "--unique-tokens", "2048", "--epochs", "2", "--marks", "2", "--d-model", "32", "--n-layers",
+    "1", "--n-heads", "2", "--seq-len", "32", "--batch-size", "4", "--eval-tokens", "256",
+    "--final-t-samples", "2", "--seeds", "1", "--lrs", "1e-3", "--ar-token-noise", "0",
+    "--jobs", "1"]
+STEPS_QUALITY_BUDGET = ["--prompts", "1",
+                        "--fractions", "0.5", "--thresholds", "0.9"]
+BUDGETS = {  # dlm command -> flags appended (argparse: the last value of a flag wins)
+    "train": TRAIN_BUDGET,
+    "sft": ["--max-steps", "3", "--no-progress"],
+    "eval": ["--eval-tokens", "1024", "--t-samples", "2"],
+    "lm-eval": ["--limit", "3", "--mc-num", "2", "--bootstrap-iters", "0"],
+    "data-constrained": DATA_CONSTRAINED_BUDGET,
+    "steps-quality": STEPS_QUALITY_BUDGET,
+}
+# the published checkpoints the README names, as tiny stand-ins of their family
+STAND_INS = {"LLaDA-8B-Instruct": "llada", "LLaDA-8B-Base": "llada",
+             "Dream-v0-Base-7B": "dream", "Dream-v0-Instruct-7B": "dream"}
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str, int]]:
+    """(language, body, first line number) of every fenced block."""
+    out, lang, body, start = [], None, [], 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            if lang is None:
+                lang, body, start = line[3:].strip(), [], n + 1
+            else:
+                out.append((lang, "\n".join(body), start))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    return out
+
+
+def command_lines(body: str) -> list[str]:
+    """Shell lines of a block, each with its ``\\`` continuations joined."""
+    out, current = [], ""
+    for line in body.splitlines():
+        current += line.strip() if current else line
+        if current.endswith("\\"):
+            current = current[:-1] + " "
+            continue
+        if current.strip() and not current.lstrip().startswith("#"):
+            out.append(current.strip())
+        current = ""
+    return out
+
+
+def help_examples() -> list[tuple[str, str]]:
+    """(dlm COMMAND --help, line) for every example of every command's help."""
+    import argparse
+
+    from dlm.cli import build_parser
+
+    out = []
+
+    def visit(parser: argparse.ArgumentParser, name: str) -> None:
+        if parser.epilog and "examples:" in parser.epilog:
+            shown = [ln for ln in parser.epilog.splitlines() if ln.startswith("  ")]
+            for line in command_lines("\n".join(shown)):
+                if re.match(r"(dlm|torchrun|python) ", line) and "STUDY" not in line:
+                    out.append((f"{name} --help", line))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    visit(sub, f"{name} {sub_name}")
+
+    visit(build_parser(), "dlm")
+    return out
+
+
+def collect() -> list[tuple[str, str, str]]:
+    """(kind, source, text): README blocks' lines and Python blocks, then --help examples not
+    already in the README, in order."""
+    cases, seen = [], set()
+    for lang, body, line in fenced_blocks((REPO / "README.md").read_text()):
+        if lang == "bash":
+            for cmd in command_lines(body):
+                cases.append(("shell", f"README.md:{line}", cmd))
+                seen.add(" ".join(cmd.split("#")[0].split()))
+        elif lang == "python":
+            cases.append(("python", f"README.md:{line}", body))
+    for source, cmd in help_examples():
+        key = " ".join(cmd.split("#")[0].split())
+        if key not in seen:
+            seen.add(key)
+            cases.append(("shell", source, cmd))
+    return cases
+
+
+CASES = collect()
+
+
+def skip_reason(cmd: str) -> str | None:
+    if "--device cuda" in cmd:
+        return "needs a GPU (--device cuda)"
+    if "hf:" in cmd:
+        return "needs the network (hf:)"
+    if cmd.startswith("make "):
+        return "make runs this suite itself"
+    return None
+
+
+def split_args(cmd: str, home: Path) -> list[str]:
+    """The arguments bash gives the command (quotes, $'…', ~ and comments as a shell reads
+    them), without running it."""
+    out = subprocess.run(["bash", "-c", f'set -- {cmd}\nprintf "%s\\0" "$@"'], check=True,
+                         capture_output=True, text=True, env={**os.environ, "HOME": str(home)})
+    return out.stdout.split("\0")[:-1]
+
+
+def with_budget(args: list[str]) -> list[str]:
+    if args[0] == "torchrun":
+        return [*args, *TRAIN_BUDGET]
+    if args[0] != "dlm":
+        if args[:3] == ["python", "-m", "dlm.harness"]:
+            return [*args, "--limit", "3"]
+        return args
+    command = args[2] if args[1] == "experiment" else args[1]
+    extra = list(BUDGETS.get(command, []))
+    if command == "eval" and "--check-elbo" in args:
+        extra = []
+    if "--animate" in args:
+        extra += ["--fps", "1000"]
+    return [*args, *extra]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    """The folder every example runs in: examples/ and docs/ from the repository, and ~/models
+    with the tiny stand-ins of the published checkpoints."""
+    from tests.models.test_hf import (
+        DREAM_CONFIG,
+        LLADA_CONFIG,
+        dream_weights,
+        llada_weights,
+        write_checkpoint,
+    )
+
+    work = tmp_path_factory.mktemp("readme")
+    for name in ("examples", "docs"):
+        shutil.copytree(REPO / name, work / name)
+    for name, family in STAND_INS.items():
+        config, weights = (LLADA_CONFIG, llada_weights) if family == "llada" else \
+            (DREAM_CONFIG, dream_weights)
+        write_checkpoint(work / "models" / name, config, weights())
+    return work
+
+
+def test_the_cases_cover_the_readme_and_every_help():
+    """The collector finds what it should (so an empty list cannot pass silently)."""
+    sources = {source for _, source, _ in CASES}
+    assert sum(kind == "python" for kind, _, _ in CASES) >= 1
+    assert {"dlm train --help", "dlm sample --help", "dlm sft --help",
+            "dlm experiment steps-quality --help", "dlm lm-eval --help"} <= sources
+    readme = [cmd for kind, source, cmd in CASES if source.startswith("README")
+              and kind == "shell"]
+    assert len(readme) >= 40 and sum(skip_reason(c) is None for c in readme) >= 30
+
+
+@pytest.mark.parametrize("kind,source,text", CASES,
+                         ids=[f"{s}:{t.splitlines()[0][:60]}" for _, s, t in CASES])
+def test_example_runs_as_printed(kind, source, text, scratch, monkeypatch, capsys):
+    monkeypatch.chdir(scratch)
+    monkeypatch.setenv("HOME", str(scratch))
+    if kind == "python":
+        code = re.sub(r"max_steps=\d+", "max_steps=3, eval_tokens=1024, progress=False", text)
+        exec(compile(code, source, "exec"), {"__name__": "__readme__"})
+        return
+    reason = skip_reason(text)
+    if reason:
+        pytest.skip(reason)
+    args = with_budget(split_args(text, scratch))
+    if args[0] == "dlm":
+        from dlm.cli import main
+
+        rc = main(args[1:])
+        err = capsys.readouterr().err
+        assert rc == 0, f"{source}: {text}\n{err[-2000:]}"
+        return
+    program = {"torchrun": [sys.executable, "-m", "torch.distributed.run"],
+               "python": [sys.executable]}[args[0]]
+    env = {**os.environ, "HOME": str(scratch), "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([*program, *args[1:]], cwd=scratch, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{source}: {text}\n{done.stderr[-3000:]}"
