@@ -378,3 +378,74 @@ def test_tuning_runs_take_turns_between_kinds():
     order = sorted(exp.tuning_arms(), key=lambda a: schedule_key(exp, a))
     assert [a["kind"] for a in order[:12]] == ["ar", "mdlm"] * 6  # MDLM has 6 cells, AR 16
     assert [a["kind"] for a in order[12:]] == ["ar"] * 10
+
+
+def test_experiment_progress_logs_plain_lines_off_a_terminal():
+    """Off a terminal: a line each time a run passes another tenth of its steps (run,
+    step/total, elapsed, ETA), so a log shows the experiment is alive; at most ten a run."""
+    from dlm.train.progress import ExperimentProgress
+
+    now = [0.0]
+    lines = []
+    with ExperimentProgress(live=False, log=lines.append, clock=lambda: now[0]) as bars:
+        bars.plan("u1024/ar/seed0", 200)
+        bars.plan("u1024/mdlm/seed0", 200)
+        bars.start("u1024/ar/seed0")
+        for _ in range(20):  # the workers report every 10 steps
+            now[0] += 5.0
+            bars.advance("u1024/ar/seed0", 10)
+        bars.finish("u1024/ar/seed0")
+    assert len(lines) == 10  # at 20, 40, ..., 200 of 200 steps: not one per report
+    assert lines[0].startswith("u1024/ar/seed0: step 20/200, 10s elapsed, ETA 1m 30s")
+    assert "(all runs: 20/400 steps, ETA 3m 10s)" in lines[0]
+    assert lines[-1].startswith("u1024/ar/seed0: step 200/200, 1m 40s elapsed, ETA 0s")
+    quiet = []
+    with ExperimentProgress(live=True, log=quiet.append) as bars:  # a terminal: bars only
+        bars.plan("a", 10)
+        bars.advance("a", 10)
+    assert quiet == []
+
+
+def test_data_constrained_logs_progress_lines_of_its_runs(tmp_path, small_corpus):
+    """The experiment's log (off a terminal) carries its runs' progress lines, not just
+    'tuning: 0 of N arms done' until the first run ends."""
+    from dlm.experiments.data_constrained import Experiment, run
+
+    exp = Experiment(out=str(tmp_path / "dc"), data=str(small_corpus), kinds=("ar",),
+                     unique_tokens=(16 * 64,), epochs=16, marks=2, first_mark=8, d_model=16,
+                     n_layers=1, n_heads=2, seq_len=64, batch_size=8, jobs=1, eval_tokens=128,
+                     lrs=(3e-3,), token_noise=())
+    log = []
+    run(exp, progress=log.append)
+    name = exp.tuning_arms()[0]["name"]
+    steps = [m for m in log if m.startswith(f"{name}: step ")]
+    assert steps and "elapsed, ETA" in steps[0]
+    finished = next(i for i, m in enumerate(log) if m.startswith(f"finished {name}"))
+    assert log.index(steps[0]) < finished
+
+
+def test_the_plotted_star_is_the_value_the_report_table_gives(tmp_path, monkeypatch):
+    """A diffusion run's reported best is its re-estimate at the best mark; the star marking
+    the best on the plot must sit at that number, not at the tracking value."""
+    from matplotlib.figure import Figure
+
+    from dlm.experiments.bookkeeping import summarize
+    from dlm.experiments.data_constrained import _plot
+
+    saved = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **kw: (saved.append(fig),
+                                                                  real(fig, *a, **kw)))
+
+    marks = [1.0, 2.0, 4.0]
+    dlm = synthetic("mdlm", marks, lambda e: 3.0 - 0.1 * e)  # tracking: best 2.6 at epoch 4
+    dlm[-1].final_bpb, dlm[-1].final_se = 2.45, 0.005  # K = 128 fresh draws there
+    ar = synthetic("ar", marks, lambda e: 2.9 - 0.05 * e)
+    ar[-1].final_bpb, ar[-1].final_se = ar[-1].val_bpb, ar[-1].val_se
+    _plot({1024: {"ar": [ar], "mdlm": [dlm]}}, tmp_path / "curves.png")
+    for ax, x in zip(saved[0].axes[:2], ("epoch", "flops")):
+        stars = sorted((float(ln.get_ydata()[0]), float(ln.get_xdata()[0]))
+                       for ln in ax.get_lines() if ln.get_marker() == "*")
+        assert [y for y, _ in stars] == pytest.approx([2.45, ar[-1].val_bpb])  # the table's
+        assert [x_ for _, x_ in stars] == [getattr(dlm[-1], x), getattr(ar[-1], x)]
+    assert summarize([dlm]).mean == 2.45 and summarize([ar]).mean == ar[-1].val_bpb

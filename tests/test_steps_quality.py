@@ -131,3 +131,122 @@ def test_block_diffusion_checkpoints_decode_their_own_blocks(tmp_path, small_cor
     # two blocks of 8: at least one step per block; steps split evenly over the blocks
     assert [(r.steps, r.nfe) for r in rows if r.strategy == "low_confidence"] == [(2, 2),
                                                                                  (16, 16)]
+
+
+def test_an_existing_out_is_refused_not_overwritten(tmp_path, trained):
+    out = tmp_path / "sq"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier sweep\n")
+    exp = StepsQuality(checkpoints=(str(trained["mdlm"]),), judge=str(trained["ar"]),
+                       out=str(out), gen_length=16, prompts=1, prompt_length=8,
+                       fractions=(1.0,), strategies=("low_confidence",), thresholds=())
+    with pytest.raises(DLMError) as e:
+        run(exp, progress=lambda m: None)
+    assert str(out) in str(e.value) and "choose another --out or remove it" in str(e.value)
+    assert (out / "report.md").read_text() == "an earlier sweep\n"  # untouched
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+
+
+def test_the_reports_command_line_can_be_pasted_back(tmp_path, trained):
+    """The report writes the command as given (the CLI's own quoting kept: an empty
+    ``--thresholds ''`` stays an argument), and a sweep started from Python gets a quoted
+    command that parses back to the same settings."""
+    import shlex
+
+    from dlm.cli import build_parser
+    from dlm.experiments.steps_quality import command_line, report
+
+    given = shlex.join(["dlm", "experiment", "steps-quality", str(trained["mdlm"]), "--judge",
+                        str(trained["ar"]), "--thresholds", ""])
+    exp = StepsQuality(checkpoints=(str(trained["mdlm"]),), judge=str(trained["ar"]),
+                       thresholds=(), command=given)
+    assert f"Command: `{given}`" in report(exp, [])
+    assert shlex.split(given)[-2:] == ["--thresholds", ""]
+
+    exp = StepsQuality(checkpoints=("runs/my small", "runs/big"), judge="runs/ar",
+                       out=str(tmp_path / "o"), gen_length=64, block_length=16, thresholds=(),
+                       fractions=(0.25, 1 / 3), strategies=("margin",), temperature=0.7)
+    line = next(x for x in report(exp, []).splitlines() if x.startswith("Command: "))
+    cmd = line[len("Command: `"):line.rindex("`")]
+    assert cmd == command_line(exp)
+    argv = shlex.split(cmd)
+    assert argv[:3] == ["dlm", "experiment", "steps-quality"]
+    ns = build_parser().parse_args(argv[1:])
+    assert ns.checkpoints == ["runs/my small", "runs/big"] and ns.judge == "runs/ar"
+    assert ns.thresholds == "" and ns.strategies == "margin" and ns.block_length == 16
+    assert [float(f) for f in ns.fractions.split(",")] == pytest.approx([0.25, 1 / 3])
+    assert (ns.out, ns.gen_length, ns.temperature) == (exp.out, 64, 0.7)
+
+
+def plot_rows() -> list[Row]:
+    """Two sizes, fixed steps 8..128, thresholds whose NFE lands on the 32-step point, and wall
+    times inside one decade (where log axes label minor ticks 3×10⁻¹, 4×10⁻¹, ...)."""
+    rows = []
+    for model, params, base in (("small", 10, 8.0), ("big", 100, 5.0)):
+        for strategy, k in (("low_confidence", 1.0), ("random", 3.0)):
+            for steps in (8, 16, 32, 64, 128):
+                rows.append(Row(model, params, strategy, steps, math.nan, steps,
+                                0.3 + 0.004 * steps * (params / 10) ** 0.3, 100.0,
+                                base * k * (1 + 8 / steps), 4.0 + steps / 200))
+        for tau in (0.9, 0.7, 0.5):
+            rows.append(Row(model, params, "threshold", 0, tau, 32.0, 0.43, 100.0,
+                            base * (1 + 8 / 32), 4.16))
+    rows.append(Row("ar", 50, "ar", 128, math.nan, 128, 0.5, 100.0, 4.0, 4.4))
+    return rows
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures = []
+    real = Figure.savefig
+
+    def spy(self, *args, **kw):
+        figures.append(self)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return figures
+
+
+def test_plot_ticks_are_plain_numbers_that_do_not_overlap(tmp_path, saved):
+    from dlm.experiments.steps_quality import _plot
+
+    _plot(plot_rows(), tmp_path / "curves.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = saved[0]
+    FigureCanvasAgg(fig).draw()  # closed after saving: draw it again to measure its labels
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            labels = [t for t, loc in zip(axis.get_ticklabels(which="both"),
+                                          [*axis.get_majorticklocs(), *axis.get_minorticklocs()])
+                      if t.get_visible() and t.get_text() and lo <= loc <= hi]
+            texts = [t.get_text() for t in labels]
+            assert texts, "every axis keeps some labels"
+            for text in texts:
+                assert "times" not in text and "×" not in text and "^" not in text, text
+                float(text.replace("−", "-"))  # a plain number
+            boxes = sorted((t.get_window_extent(renderer) for t in labels),
+                           key=lambda b: b.x0 if axis is ax.xaxis else b.y0)
+            for a, b in zip(boxes, boxes[1:]):
+                assert not a.overlaps(b), texts
+    nfe_ticks = [float(t) for t in fig.axes[0].xaxis.get_majorticklocs()]
+    assert set(nfe_ticks) <= {8.0, 16.0, 32.0, 64.0, 128.0} and {8.0, 128.0} <= set(nfe_ticks)
+
+
+def test_threshold_points_leave_the_fixed_step_points_visible(tmp_path, saved):
+    from dlm.experiments.steps_quality import _plot
+
+    _plot(plot_rows(), tmp_path / "curves.png")
+    for ax in saved[0].axes:
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        fixed, thr = lines["small: low_confidence"], lines["small: threshold"]
+        assert 32.0 in list(fixed.get_xdata()) or ax is saved[0].axes[1]
+        # hollow, so what lies beneath shows through; bigger than the point it may sit on
+        assert thr.get_markerfacecolor() == "none" and fixed.get_markerfacecolor() != "none"
+        assert thr.get_markersize() > fixed.get_markersize()
+        assert thr.get_marker() != fixed.get_marker()

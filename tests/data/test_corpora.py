@@ -55,3 +55,58 @@ def test_unknown_corpus_and_hf_without_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DLMError, match="datasets|cannot load"):
         load_corpus("hf:surely/not-a-dataset-" + str(os.getpid()))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """No network, and the Hugging Face libraries not told so: every attempt to resolve a host
+    fails at once and is counted; their retry sleeps are counted instead of slept."""
+    import socket
+    import time
+
+    attempts, sleeps = [], []
+
+    def unreachable(host, port, *args, **kw):
+        attempts.append((host, port))
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unreachable)
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY",
+                "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    datasets = pytest.importorskip("datasets")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://huggingface.co")
+    for attr in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if hasattr(datasets.config, attr):
+            monkeypatch.setattr(datasets.config, attr, False)
+    return attempts, sleeps
+
+
+def test_hf_data_fails_fast_when_the_hub_is_unreachable(no_network):
+    """One connection attempt (the probe), no retries, then the same one-line error; the
+    libraries' offline settings are back as they were afterwards."""
+    import datasets
+    from huggingface_hub import constants
+
+    attempts, sleeps = no_network
+    with pytest.raises(DLMError) as e:
+        load_corpus("hf:surely/not-a-dataset-" + str(os.getpid()))
+    assert attempts == [("huggingface.co", 443)] and sleeps == []  # no retries
+    message = str(e.value)
+    assert message.startswith("cannot load dataset 'surely/not-a-dataset-")
+    assert "(offline or unknown?)" in message and "huggingface.co:443 is unreachable" in message
+    assert "\n" not in message
+    assert constants.HF_HUB_OFFLINE is False and datasets.config.HF_HUB_OFFLINE is False
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_hf_data_declared_offline_does_not_probe(no_network, monkeypatch):
+    attempts, sleeps = no_network
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DLMError, match="cannot load dataset"):
+        load_corpus("hf:surely/not-a-dataset-" + str(os.getpid()))
+    assert attempts == [] and sleeps == []

@@ -59,3 +59,38 @@ def test_tokenizer_without_mask_token_is_rejected():
 
     with pytest.raises(DLMError, match="mask"):
         Tokenizer(HF(models.BPE(vocab={"a": 0}, merges=[])))
+
+
+def test_bpe_training_says_what_it_does_and_how_long_it_took(capsys, monkeypatch):
+    import io
+
+    from tokenizers import trainers
+
+    shown = []
+    real = trainers.BpeTrainer
+
+    def spy(**kw):
+        shown.append(kw.get("show_progress"))
+        return real(**kw)
+
+    monkeypatch.setattr(trainers, "BpeTrainer", spy)
+    corpus = ["To be, or not to be, that is the question:\n" * 20, "def main():\n" * 20]
+    train_bpe(corpus, vocab_size=300)
+    err = capsys.readouterr().err.splitlines()
+    chars = sum(map(len, corpus))
+    assert err[0] == (f"training a BPE tokenizer (vocab 300) on 2 documents, {chars:,} "
+                      "characters ...")
+    assert err[1].startswith("BPE tokenizer trained in ") and err[1].endswith(" s")
+    assert shown == [False]  # off a terminal: no progress bar from the trainer
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    train_bpe(corpus, vocab_size=300)
+    assert shown == [False, True]  # on a terminal the trainer's own bar shows
+    notes = terminal.getvalue()
+    train_bpe(corpus, vocab_size=300, quiet=True)
+    assert shown[-1] is False and terminal.getvalue() == notes  # quiet: nothing at all

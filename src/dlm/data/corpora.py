@@ -5,7 +5,9 @@
 * ``python-stdlib``: the running interpreter's standard-library ``.py`` files.
 * a local path: a file or a folder of ``.txt``/``.md``/``.py`` files (one document each), or a
   ``.jsonl`` file with a text field (one document per row).
-* ``hf:<name>[:<config>]``: a dataset through the optional ``datasets`` extra.
+* ``hf:<name>[:<config>]``: a dataset through the optional ``datasets`` extra. When the hub
+  cannot be reached (offline variables set, or one 3 s connection attempt fails) it is read from
+  the local cache at once, or refused in one line, instead of after the libraries' retries.
 
 Validation documents are chosen by a hash of each document's name, so the split never depends
 on file-system order or on which other files exist.
@@ -19,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sysconfig
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,11 +156,21 @@ def _hf_docs(spec: str, text_field: str) -> tuple[list[tuple[str, str]], list[tu
         raise DLMError(f"corpus {spec!r} needs the optional 'datasets' package: "
                        "pip install 'dlm[hf]'") from None
     name, _, config = spec[3:].partition(":")
+    declared = _declared_offline()
+    local = Path(name).expanduser().exists()
+    reason = "" if declared or local else _hub_unreachable()
     try:
-        ds = datasets.load_dataset(name, config or None)
+        # offline: straight to the local cache (the libraries would otherwise retry for ~30 s
+        # before failing the same way); set after they were imported, a variable alone would
+        # not reach them
+        with _hf_offline(declared or bool(reason)):
+            ds = datasets.load_dataset(name, config or None)
     except Exception as e:  # offline, unknown name, ...: datasets raises many types
-        raise DLMError(f"cannot load dataset {name!r} (offline or unknown?): "
-                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if reason:
+            detail = f"{reason}, and it is not in the local cache ({detail})"
+        raise DLMError(f"cannot load dataset {name!r} (offline or unknown?): {detail}") \
+            from None
     splits = {}
     for split in ds:
         if text_field not in ds[split].column_names:
@@ -165,6 +179,93 @@ def _hf_docs(spec: str, text_field: str) -> tuple[list[tuple[str, str]], list[tu
     train = splits.get("train") or next(iter(splits.values()))
     val = splits.get("validation") or splits.get("test") or []
     return train, val
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _declared_offline() -> bool:
+    """Offline by an environment variable (or the libraries' own setting)."""
+    if any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in OFFLINE_VARIABLES):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _hub_unreachable() -> str:
+    """'' when one TCP connection to the hub (or the proxy in the way) opens within
+    ``HUB_PROBE_TIMEOUT_S``; otherwise why not, e.g. 'huggingface.co:443 is unreachable'."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = getattr(constants, "ENDPOINT", None) or "https://huggingface.co"
+    except ImportError:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlsplit(endpoint)
+    target = url
+    if url.hostname and not urllib.request.proxy_bypass(url.hostname):
+        proxy = urllib.request.getproxies().get(url.scheme)
+        if proxy:
+            target = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # in a thread, so a name lookup that hangs is bounded by the same timeout
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_TIMEOUT_S)
+    return "" if result == [True] else f"{host}:{port} is unreachable"
+
+
+@contextmanager
+def _hf_offline(on: bool):
+    """Hugging Face libraries in offline mode for the duration (they read the mode from module
+    settings fixed at import, so those are switched as well as the variables)."""
+    if not on:
+        yield
+        return
+    import importlib
+
+    saved_env = {v: os.environ.get(v) for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    saved = []
+    for module, attrs in (("huggingface_hub.constants", ("HF_HUB_OFFLINE",)),
+                          ("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        for attr in attrs:
+            if hasattr(mod, attr):
+                saved.append((mod, attr, getattr(mod, attr)))
+                setattr(mod, attr, True)
+    os.environ.update({v: "1" for v in saved_env})
+    try:
+        yield
+    finally:
+        for mod, attr, value in saved:
+            setattr(mod, attr, value)
+        for v, value in saved_env.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
 
 
 def load_corpus(spec: str = "shakespeare", text_field: str = "text",

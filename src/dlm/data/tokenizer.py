@@ -14,7 +14,9 @@ Special ids are read from the tokenizer and stored in the checkpoint config, nev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sized
 from functools import cached_property
 from pathlib import Path
 
@@ -158,8 +160,13 @@ def byte_tokenizer() -> Tokenizer:
     return Tokenizer(hf, kind="byte")
 
 
-def train_bpe(texts: Iterable[str] | Iterator[str], vocab_size: int = 4096) -> Tokenizer:
-    """Byte-level BPE trained with HF ``tokenizers``; specials get the ids after the merges."""
+def train_bpe(texts: Iterable[str] | Iterator[str], vocab_size: int = 4096,
+              quiet: bool = False) -> Tokenizer:
+    """Byte-level BPE trained with HF ``tokenizers``; specials get the ids after the merges.
+
+    Training takes a while on a large corpus (~30 s on Shakespeare), so unless ``quiet`` it says
+    so on stderr first (vocab size, corpus size) and how long it took after; on a terminal the
+    trainer's own progress bar shows as well."""
     if vocab_size < 260:
         raise DLMError(f"--vocab-size must be at least 260 for bpe (got {vocab_size})")
     hf = HFTokenizer(models.BPE())
@@ -167,21 +174,45 @@ def train_bpe(texts: Iterable[str] | Iterator[str], vocab_size: int = 4096) -> T
     hf.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+                                  show_progress=not quiet and _stderr_is_terminal())
+    if not quiet:
+        print(f"training a BPE tokenizer (vocab {vocab_size:,}) on {_corpus_size(texts)} ...",
+              file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
     hf.train_from_iterator(texts, trainer=trainer)
     hf.add_special_tokens(_specials())
+    if not quiet:
+        print(f"BPE tokenizer trained in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+              flush=True)
     return Tokenizer(hf, kind="bpe")
 
 
-def build_tokenizer(kind: str, train_texts: list[str] | None = None, vocab_size: int = 4096
-                    ) -> Tokenizer:
-    """``byte``, ``bpe`` (trained on ``train_texts``) or a path to a ``tokenizer.json``."""
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
+
+
+def _corpus_size(texts) -> str:
+    """'38 documents, 5.4 M characters' (a list); 'a stream of documents' (an iterator)."""
+    if not isinstance(texts, Sized):
+        return "a stream of documents"
+    chars = sum(len(t) for t in texts)
+    size = f"{chars / 1e6:.1f} M" if chars >= 100_000 else f"{chars:,}"
+    return f"{len(texts):,} document{'s' if len(texts) != 1 else ''}, {size} characters"
+
+
+def build_tokenizer(kind: str, train_texts: list[str] | None = None, vocab_size: int = 4096,
+                    quiet: bool = False) -> Tokenizer:
+    """``byte``, ``bpe`` (trained on ``train_texts``; ``quiet``: no note on stderr) or a path
+    to a ``tokenizer.json``."""
     if kind == "byte":
         return byte_tokenizer()
     if kind == "bpe":
         if not train_texts:
             raise DLMError("bpe tokenizer needs training text")
-        return train_bpe(train_texts, vocab_size)
+        return train_bpe(train_texts, vocab_size, quiet=quiet)
     if kind.endswith(".json") or Path(kind).is_file():
         return Tokenizer.load(kind)
     raise DLMError(f"unknown tokenizer {kind!r}: use byte, bpe or a path to tokenizer.json")

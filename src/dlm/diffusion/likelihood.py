@@ -18,6 +18,8 @@ tokens stand for (see ``Tokenizer.token_bytes``).
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -65,8 +67,10 @@ def eval_chunks(stream: np.ndarray, seq_len: int, max_tokens: int | None = None)
 
 
 @torch.no_grad()
-def ar_nll(network, chunks: Tensor, bos_id: int, batch_size: int = 32) -> Tensor:
-    """Exact NLL (nats) of each chunk [N]; input = [BOS, x_0 .. x_{L-2}], targets x_0 .. x_{L-1}."""
+def ar_nll(network, chunks: Tensor, bos_id: int, batch_size: int = 32,
+           on_batch: Callable[[float], None] | None = None) -> Tensor:
+    """Exact NLL (nats) of each chunk [N]; input = [BOS, x_0 .. x_{L-2}], targets x_0 .. x_{L-1}.
+    ``on_batch(chunks)``: called after each batch with the chunks it finished."""
     device = next(network.parameters()).device
     out = []
     for i in range(0, len(chunks), batch_size):
@@ -74,6 +78,8 @@ def ar_nll(network, chunks: Tensor, bos_id: int, batch_size: int = 32) -> Tensor
         inp = torch.cat([torch.full_like(x[:, :1], bos_id), x[:, :-1]], dim=1)
         logits = network(inp, attn=Attention.causal())
         out.append(F.cross_entropy(logits.transpose(1, 2), x, reduction="none").sum(1).cpu())
+        if on_batch is not None:
+            on_batch(len(x))
     return torch.cat(out).double()
 
 
@@ -97,8 +103,10 @@ def masked_draws(chunk: Tensor, k: int, mask_id: int, generator: torch.Generator
 
 @torch.no_grad()
 def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed: int = 0,
-                 batch_size: int = 32) -> tuple[Tensor, Tensor]:
-    """Negative ELBO (nats) per chunk [N] and the variance of each estimate [N]."""
+                 batch_size: int = 32, on_batch: Callable[[float], None] | None = None
+                 ) -> tuple[Tensor, Tensor]:
+    """Negative ELBO (nats) per chunk [N] and the variance of each estimate [N].
+    ``on_batch(chunks)``: called after each batch with the chunks' worth of draws it did."""
     device = next(network.parameters()).device
     N, L = chunks.shape
     draws = []
@@ -115,6 +123,8 @@ def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed
         ce = F.cross_entropy(logits.transpose(1, 2), x0[i:i + batch_size].to(device),
                              reduction="none").cpu().double()
         values.append((ce * masked[i:i + batch_size]).sum(1))
+        if on_batch is not None:
+            on_batch(len(ce) / t_samples)
     est = torch.cat(values) * (L / m)  # unbiased draw of the NELBO for its chunk
     est = est.view(N, t_samples)
     mean = est.mean(1)
@@ -124,7 +134,8 @@ def masked_nelbo(network, chunks: Tensor, mask_id: int, t_samples: int = 8, seed
 
 @torch.no_grad()
 def block_nelbo(network, chunks: Tensor, mask_id: int, block_size: int, t_samples: int = 8,
-                seed: int = 0, batch_size: int = 32) -> tuple[Tensor, Tensor]:
+                seed: int = 0, batch_size: int = 32,
+                on_batch: Callable[[float], None] | None = None) -> tuple[Tensor, Tensor]:
     """Block-diffusion negative ELBO (nats) per chunk [N] and its estimator's variance [N].
 
     Each draw masks, in every block, a uniform subset of m_b tokens (m_b stratified over the
@@ -155,6 +166,8 @@ def block_nelbo(network, chunks: Tensor, mask_id: int, block_size: int, t_sample
         ce = F.cross_entropy(logits.transpose(1, 2), x0[sl].to(device),
                              reduction="none").cpu().double()
         values.append((ce * masked[sl] * w[sl]).sum(1))
+        if on_batch is not None:
+            on_batch(len(ce) / t_samples)
     est = torch.cat(values).view(N, t_samples)
     var = est.var(1, unbiased=True) / t_samples if t_samples > 1 else torch.zeros(N)
     return est.mean(1), var
@@ -162,29 +175,37 @@ def block_nelbo(network, chunks: Tensor, mask_id: int, block_size: int, t_sample
 
 def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mask_id: int,
              bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32,
-             block_size: int | None = None) -> EvalResult:
-    """Held-out loss of a network on fixed chunks, in nats/token and bits/byte."""
+             block_size: int | None = None, progress: bool = False) -> EvalResult:
+    """Held-out loss of a network on fixed chunks, in nats/token and bits/byte.
+
+    ``progress``: show how far it got on stderr (a bar over the chunks with rate and ETA on a
+    terminal, a line when it starts and one when it ends otherwise); the numbers are the same
+    either way."""
     if t_samples < 1:
         raise DLMError(f"t_samples must be >= 1 (got {t_samples})")
     if len(chunks) == 0:
         raise DLMError("no held-out chunks to evaluate on")
     was_training = network.training
     network.eval()
+    what = f"{len(chunks):,} chunks of {chunks.shape[1]} tokens" + (
+        "" if kind == "ar" else f", {t_samples} mask draws each")
     try:
-        n_bytes = int(token_bytes[chunks.numpy()].sum())
-        n_tokens = chunks.numel()
-        if kind == "ar":
-            nats = ar_nll(network, chunks, bos_id, batch_size)
-            total, se = nats.sum().item(), 0.0
-            upper, ks = False, None
-        else:
-            if kind == "bd3lm":
-                mean, var = block_nelbo(network, chunks, mask_id, block_size, t_samples, seed,
-                                        batch_size)
+        with EvalProgress(len(chunks), what, enabled=progress) as bar:
+            n_bytes = int(token_bytes[chunks.numpy()].sum())
+            n_tokens = chunks.numel()
+            if kind == "ar":
+                nats = ar_nll(network, chunks, bos_id, batch_size, on_batch=bar.advance)
+                total, se = nats.sum().item(), 0.0
+                upper, ks = False, None
             else:
-                mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed, batch_size)
-            total, se = mean.sum().item(), math.sqrt(var.sum().item())
-            upper, ks = True, t_samples
+                if kind == "bd3lm":
+                    mean, var = block_nelbo(network, chunks, mask_id, block_size, t_samples,
+                                            seed, batch_size, on_batch=bar.advance)
+                else:
+                    mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed,
+                                             batch_size, on_batch=bar.advance)
+                total, se = mean.sum().item(), math.sqrt(var.sum().item())
+                upper, ks = True, t_samples
     finally:
         network.train(was_training)
     return EvalResult(kind=kind, nats_per_token=total / n_tokens,
@@ -192,6 +213,62 @@ def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mas
                       se_bits_per_byte=se / LN2 / max(n_bytes, 1), upper_bound=upper,
                       n_chunks=len(chunks), n_tokens=n_tokens, n_bytes=n_bytes,
                       t_samples=ks, seed=seed if upper else None)
+
+
+class EvalProgress:
+    """How far a held-out evaluation got, on stderr: on a terminal a rich bar over the chunks
+    (rate, elapsed, ETA; gone when done); otherwise one line at the start and one at the end.
+    Disabled: nothing at all."""
+
+    def __init__(self, total: int, what: str, enabled: bool = True, console=None):
+        from rich.console import Console
+
+        self.total, self.what, self.enabled = total, what, enabled
+        self.console = console or Console(stderr=True)
+        self.live = enabled and self.console.is_terminal
+        self.done = 0.0
+        self.bar = self.task = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("[bold]held-out eval"), BarColumn(), MofNCompleteColumn(),
+                TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("eval", total=self.total, rate="")
+        elif self.enabled:
+            self._print(f"held-out eval: {self.what} ...")
+        self.t0 = time.perf_counter()
+        return self
+
+    def advance(self, chunks: float) -> None:
+        self.done += chunks
+        if self.bar is not None:
+            seconds = time.perf_counter() - self.t0
+            rate = f"{self.done / seconds:.1f} chunks/s" if seconds > 0 else ""
+            self.bar.update(self.task, completed=min(self.done, self.total), rate=rate)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        elif self.enabled and exc[0] is None:
+            self._print(f"held-out eval: done in {time.perf_counter() - self.t0:.1f} s")
+        return False
+
+    def _print(self, line: str) -> None:
+        self.console.file.write(line + "\n")
+        self.console.file.flush()
 
 
 def shift_right(logits: Tensor) -> Tensor:

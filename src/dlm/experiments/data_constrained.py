@@ -305,7 +305,7 @@ def _execute(exp: Experiment, results: Results, progress) -> None:
     ready: list[dict] = []
 
     ctx = get_context("spawn")  # fresh interpreters: no shared torch threads or state
-    with ctx.Manager() as manager, ExperimentProgress() as bars, \
+    with ctx.Manager() as manager, ExperimentProgress(log=progress) as bars, \
             ProcessPoolExecutor(max_workers=exp.jobs, mp_context=ctx) as pool:
         queue = manager.Queue()
         pending: dict = {}
@@ -319,6 +319,7 @@ def _execute(exp: Experiment, results: Results, progress) -> None:
             while ready and len(pending) < exp.jobs:  # only as many as run at once
                 arm = ready.pop(0)
                 pending[pool.submit(_run_arm, exp, arm, queue)] = arm
+                bars.start(arm["name"])  # a free worker takes it now
 
         queue_up(initial)
         try:
@@ -504,6 +505,17 @@ def _verdict(holds: bool | None) -> str:
 
 
 def _plot(by_tier: dict[int, dict[str, list[list[Point]]]], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(by_tier)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _figure(by_tier: dict[int, dict[str, list[list[Point]]]]):
+    """The seed-mean tracking curves against epochs and FLOPs; each curve's star is at its best
+    mark and at the number the report's table gives for it (``summarize``: the seeds' final
+    re-estimates where there are any), so plot and table agree."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -527,13 +539,15 @@ def _plot(by_tier: dict[int, dict[str, list[list[Point]]]], path: Path) -> None:
                     ax.fill_between(xs, [min(a) for a in at], [max(a) for a in at],
                                     color=colours.get(kind), alpha=0.15, lw=0)
                 b = best_point(m)
-                ax.plot([getattr(b, x)], [b.val_bpb], marker="*", ms=12, color=colours.get(kind))
+                ax.plot([getattr(b, x)], [summarize(curves).mean], marker="*", ms=12,
+                        color=colours.get(kind), ls="none", zorder=3)
     for ax, label in zip(axes, ("epochs over the unique data", "training FLOPs")):
         ax.set_xscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("held-out bits/byte (diffusion: bound)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    fig.suptitle("curves: tracking estimate; ★ the best value in the report (diffusion: "
+                 "re-estimated at the best mark)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

@@ -134,11 +134,41 @@ def settings(exp: StepsQuality, model) -> list[tuple[str, dict, dict]]:
     return out
 
 
+def claim_folder(out: str | Path) -> None:
+    """Refuse an ``--out`` that already holds something: the sweep writes every file anew and
+    would replace an earlier sweep's results (an empty folder is fine)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DLMError(f"{out} already exists (an earlier sweep's results?); choose another "
+                       "--out or remove it")
+
+
+def command_line(exp: StepsQuality) -> str:
+    """The ``dlm experiment steps-quality`` command that runs ``exp``, quoted for a shell (so an
+    empty ``--thresholds ''`` survives a paste); for sweeps not started from the command
+    line."""
+    import shlex
+
+    def nums(values) -> str:
+        return ",".join(f"{v:.12g}" for v in values)
+
+    args = ["dlm", "experiment", "steps-quality", *exp.checkpoints, "--judge", exp.judge,
+            "--out", exp.out, "--gen-length", str(exp.gen_length)]
+    if exp.block_length is not None:
+        args += ["--block-length", str(exp.block_length)]
+    args += ["--prompts", str(exp.prompts), "--prompt-length", str(exp.prompt_length),
+             "--fractions", nums(exp.fractions), "--strategies", ",".join(exp.strategies),
+             "--thresholds", nums(exp.thresholds), "--temperature", f"{exp.temperature:g}",
+             "--seed", str(exp.seed), "--device", exp.device]
+    return shlex.join(args)
+
+
 def run(exp: StepsQuality, progress=print) -> list[Row]:
     """Decode every setting of every checkpoint, score it, and write the outputs."""
     from rich.progress import Progress
 
     exp.validate()
+    claim_folder(exp.out)
     judge = _load(exp.judge, exp.device, want_diffusion=False)
     models = [(Path(p).name, _load(p, exp.device, want_diffusion=True))
               for p in exp.checkpoints]
@@ -228,7 +258,7 @@ def matches(rows: list[Row]) -> list[str]:
 
 def report(exp: StepsQuality, rows: list[Row]) -> str:
     lines = ["# Steps vs quality", "",
-             f"Command: `{exp.command or exp}`  ",
+             f"Command: `{exp.command or command_line(exp)}`  ",
              f"dlm {__version__}, Python {platform.python_version()}; {exp.prompts} held-out "
              f"prompts of {exp.prompt_length} tokens, {exp.gen_length} new tokens each, batch 1, "
              f"temperature {exp.temperature:g}, seed {exp.seed}; judge `{exp.judge}`.", "",
@@ -250,6 +280,21 @@ def report(exp: StepsQuality, rows: list[Row]) -> str:
 
 
 def _plot(rows: list[Row], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+FIXED_MS, THRESHOLD_MS = 5, 8
+
+
+def figure(rows: list[Row]):
+    """Quality against NFE and wall time (and entropy against NFE). Fixed-step points are
+    filled; threshold points hollow, larger and on top, so a fixed-step point at the same place
+    stays visible inside them. Log axes carry plain numbers (the NFE axes: ticks at the measured
+    fixed-step counts), thinned so no two labels overlap."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,11 +313,15 @@ def _plot(rows: list[Row], path: Path) -> None:
             if not pts:
                 continue
             label = f"{model}: {strategy}"
+            style = dict(ms=FIXED_MS, zorder=2)
+            if strategy == "threshold":
+                style = dict(ms=THRESHOLD_MS, zorder=3, markerfacecolor="none", mew=1.3,
+                             lw=0.8)
             for ax, (x, y) in zip(axes, (("nfe", "gen_ppl"), ("wall_s", "gen_ppl"),
                                          ("nfe", "entropy"))):
                 ax.plot([getattr(r, x) for r in pts], [getattr(r, y) for r in pts],
-                        styles[list(markers).index(strategy) % 4], marker=marker, ms=5,
-                        color=colour, label=label)
+                        styles[list(markers).index(strategy) % 4], marker=marker,
+                        color=colour, label=label, **style)
     for r in rows:
         if r.strategy == "ar":
             for ax, y in zip(axes, ("gen_ppl", "gen_ppl", "entropy")):
@@ -287,7 +336,63 @@ def _plot(rows: list[Row], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
+    nfes = sorted({r.nfe for r in rows if r.strategy not in ("ar", "threshold")} or
+                  {r.nfe for r in rows if r.strategy != "ar"})
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    for ax in (axes[0], axes[2]):
+        _plain_log_ticks(fig, ax, "x", nfes)
+    _plain_log_ticks(fig, axes[1], "x")
+    for ax in axes[:2]:
+        _plain_log_ticks(fig, ax, "y")
+    return fig
+
+
+def _log_candidates(lo: float, hi: float) -> list[float]:
+    """1..9 times each power of ten within [lo, hi], most readable first (1, then 2 and 5)."""
+    if not (lo > 0 and hi > lo):
+        return []
+    out = []
+    for m in (1, 2, 5, 3, 4, 6, 7, 8, 9):
+        for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+            v = float(f"{m * 10.0 ** e:.6g}")
+            if lo <= v <= hi:
+                out.append(v)
+    return out
+
+
+def _plain_log_ticks(fig, ax, which: str, values=None) -> None:
+    """Plain numeric labels on a log axis (no 2×10¹), no two overlapping: at the measured
+    ``values`` where given, else at 1, 2, 5 (then 3, 4, ...) times powers of ten; a candidate
+    is kept only where its label clears every label kept before it. Minor ticks unlabelled."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    if values:
+        inside = sorted(v for v in set(values) if lo <= v <= hi)
+        # the ends first, then the rest from small to large
+        candidates = inside[:1] + inside[-1:] + inside[1:-1] if len(inside) > 1 else inside
+    else:
+        candidates = _log_candidates(lo, hi)
+
+    def fmt(v: float) -> str:
+        return f"{v:.3g}"
+
+    renderer = fig.canvas.get_renderer()
+    prop = FontProperties(size=rcParams[f"{which}tick.labelsize"])
+    kept: list[tuple[float, float]] = []  # label extents along the axis, in pixels
+    chosen = []
+    for v in candidates:
+        w, h, _ = renderer.get_text_width_height_descent(fmt(v), prop, ismath=False)
+        point = ax.transData.transform((v, 1.0) if which == "x" else (1.0, v))
+        at = point[0] if which == "x" else point[1]
+        half = (w if which == "x" else h) / 2 + 3  # a little air between labels
+        if all(at + half <= a or at - half >= b for a, b in kept):
+            kept.append((at - half, at + half))
+            chosen.append(v)
+    axis.set_major_locator(FixedLocator(sorted(chosen)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    axis.set_minor_formatter(NullFormatter())

@@ -41,6 +41,16 @@ def _num(v: str):
 
 def plot_losses(path: Path, rows: list[dict], title: str, train_label: str) -> None:
     """Training loss (nats/token) and held-out bits/byte against tokens seen."""
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(rows, title, train_label)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_figure(rows: list[dict], title: str, train_label: str):
+    """The two panels of loss.png. A curve of a single point is drawn as a marker (a line
+    through one point draws nothing)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,19 +60,19 @@ def plot_losses(path: Path, rows: list[dict], title: str, train_label: str) -> N
     train = [r for r in rows if r.get("train_loss") is not None]
     val = [r for r in rows if r.get("val_bits_per_byte") is not None]
     if train:
-        ax1.plot([r["tokens"] for r in train], [r["train_loss"] for r in train], lw=1)
+        ax1.plot([r["tokens"] for r in train], [r["train_loss"] for r in train], lw=1,
+                 marker="o" if len(train) == 1 else None, ms=4)
     ax1.set(xlabel="training tokens", ylabel="nats/token", title=f"train: {train_label}")
     ax1.grid(alpha=0.3)
     if val:
         xs = [r["tokens"] for r in val]
         ys = [r["val_bits_per_byte"] for r in val]
         se = [r.get("val_se_bits_per_byte") or 0.0 for r in val]
-        ax2.errorbar(xs, ys, yerr=se, marker="o", ms=3, capsize=2)
+        ax2.errorbar(xs, ys, yerr=se, marker="o", ms=3 if len(val) > 1 else 5, capsize=2)
         ax2.annotate(f"{ys[-1]:.3f}", (xs[-1], ys[-1]), textcoords="offset points",
                      xytext=(-10, 8))
     ax2.set(xlabel="training tokens", ylabel="bits/byte", title="held-out")
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
