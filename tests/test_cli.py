@@ -55,8 +55,8 @@ def test_sample_errors(trained):
     assert_one_line_error(dlm("sample", run, "x" * 100, "--gen-length", "32"), "context")
     assert_one_line_error(dlm("sample", run, "hi", "--steps", "0"), "steps must be >= 1")
     assert_one_line_error(dlm("sample", run, "hi", "--remasking", "nope"), "invalid choice")
-    assert_one_line_error(dlm("sample", run, "hi", "--gen-length", "30", "--block-length", "8"),
-                          "multiple of block_length")
+    assert_one_line_error(dlm("sample", run, "hi", "--gen-length", "30", "--block-length", "8",
+                              "--steps", "3"), "fewer than the blocks")
     assert_one_line_error(dlm("sample", run, "hi", "--trace-json", "/no/such/dir/t.json"),
                           "folder does not exist")
 
@@ -104,3 +104,68 @@ def test_sample_eval_info_end_to_end(trained, capsys, tmp_path):
     assert main(["info", run]) == 0
     out = capsys.readouterr().out
     assert "kind         mdlm" in out and "mask=256" in out and "held-out" in out
+
+
+def test_a_copied_run_resumes_where_it_lies(trained, tmp_path, capsys):
+    """--out is a place, not a text to match: a copy (any spelling of its path) resumes."""
+    import shutil
+
+    from dlm.models.formats import read_config
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["mdlm"], copy)
+    for spelling in (str(copy) + "/", os.path.relpath(copy)):
+        assert main(["train", "--out", spelling, "--resume", "--no-progress"]) == 0, \
+            capsys.readouterr().err
+    assert read_config(copy)["step"] == 30
+    assert read_config(copy)["train"]["out"] == os.path.relpath(copy)  # where it is now
+
+
+def test_fps_lm_eval_paths_and_sft_out_are_checked_first(trained, tmp_path):
+    run = str(trained["mdlm"])
+    assert_one_line_error(dlm("sample", run, "hi", "--animate", "--fps", "0"), "--fps must be > 0")
+    assert_one_line_error(dlm("lm-eval", run, "--tasks", "x", "--include-path",
+                              str(tmp_path / "nope")), "no such folder")
+    assert_one_line_error(dlm("lm-eval", run, "--tasks", "x", "--out",
+                              str(tmp_path / "nodir" / "x.json")), "the folder does not exist")
+
+
+def test_sft_default_out_is_named_after_the_checkpoint(trained, tmp_path, monkeypatch):
+    import argparse
+
+    from dlm import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "cmd_train", lambda ns: seen.setdefault("out", ns.out) and 0)
+    ns = argparse.Namespace(resume=False, base=None, checkpoint=str(trained["mdlm"]) + "/",
+                            sft_file="qa.jsonl")
+    cli.cmd_sft(ns)
+    assert seen["out"] == f"runs/{trained['mdlm'].name}-sft"
+
+
+def test_info_reads_the_published_layout(trained, tmp_path, capsys):
+    hf = tmp_path / "hf"
+    assert main(["convert", str(trained["mdlm"]), str(hf), "--to", "hf"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(hf)]) == 0
+    out = capsys.readouterr().out
+    assert "kind         mdlm" in out and "source       llada checkpoint" in out
+
+
+def test_help_says_each_default_once(capsys):
+    for argv in (["train", "--help"], ["sample", "--help"], ["sft", "--help"],
+                 ["experiment", "data-constrained", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in out
+        for flag_help in out.split("examples:")[0].split(" --")[1:]:
+            assert flag_help.lower().count("default") <= 1, flag_help
+
+
+def test_experiment_flags_show_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", "data-constrained", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--marks MARKS annealed evaluations per arm (default: 12)" in out
+    assert "(default: runs/data-constrained)" in out

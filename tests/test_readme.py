@@ -35,7 +35,7 @@ DATA_CONSTRAINED_BUDGET = [
     "1", "--n-heads", "2", "--seq-len", "32", "--batch-size", "4", "--eval-tokens", "256",
     "--final-t-samples", "2", "--seeds", "1", "--lrs", "1e-3", "--ar-token-noise", "0",
     "--jobs", "1"]
-STEPS_QUALITY_BUDGET = ["--prompts", "1",
+STEPS_QUALITY_BUDGET = ["--prompts", "1", "--strategies", "low_confidence",
                         "--fractions", "0.5", "--thresholds", "0.9"]
 BUDGETS = {  # dlm command -> flags appended (argparse: the last value of a flag wins)
     "train": TRAIN_BUDGET,
@@ -182,7 +182,7 @@ def scratch(tmp_path_factory):
 
 def test_the_cases_cover_the_readme_and_every_help():
     """The collector finds what it should (so an empty list cannot pass silently)."""
-    sources = {source for _, source, _ in CASES}
+    sources = {source for source, _ in help_examples()}
     assert sum(kind == "python" for kind, _, _ in CASES) >= 1
     assert {"dlm train --help", "dlm sample --help", "dlm sft --help",
             "dlm experiment steps-quality --help", "dlm lm-eval --help"} <= sources

@@ -250,3 +250,24 @@ def test_threshold_points_leave_the_fixed_step_points_visible(tmp_path, saved):
         assert thr.get_markerfacecolor() == "none" and fixed.get_markerfacecolor() != "none"
         assert thr.get_markersize() > fixed.get_markersize()
         assert thr.get_marker() != fixed.get_marker()
+
+
+def test_the_default_gen_length_fits_every_context_in_whole_blocks():
+    """Without --gen-length: 128 new tokens, cut to what fits after the prompt in each model's
+    context and the judge's (+ its BOS), rounded down to whole blocks of every model."""
+    from types import SimpleNamespace
+
+    from dlm.experiments.steps_quality import StepsQuality, fit_gen_length
+
+    def m(ctx, block=None):
+        return SimpleNamespace(max_seq_len=ctx, block_size=block)
+
+    exp = StepsQuality(checkpoints=("a",), judge="j", prompt_length=32)
+    assert fit_gen_length(exp, [m(1024)], m(1024)) == 128
+    assert fit_gen_length(exp, [m(128)], m(128)) == 95  # the judge's BOS
+    assert fit_gen_length(exp, [m(128), m(128, block=8)], m(128)) == 88
+    assert fit_gen_length(StepsQuality(checkpoints=("a",), judge="j", gen_length=40),
+                          [m(128)], m(128)) == 40
+    with pytest.raises(DLMError, match="no room"):
+        fit_gen_length(StepsQuality(checkpoints=("a",), judge="j", prompt_length=127),
+                       [m(128)], m(128))

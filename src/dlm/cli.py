@@ -267,7 +267,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     results = []
     for path in ns.checkpoints:
         model = load_model(ns, path)
-        results.append((path, model.evaluate(ns.data, ns.eval_tokens, ns.t_samples, ns.seed)))
+        results.append((path, model.evaluate(ns.data, ns.eval_tokens, ns.t_samples, ns.seed,
+                                             progress=True)))
     if ns.json:
         print(json.dumps([{"checkpoint": p, **r.to_dict()} for p, r in results], indent=2))
         return 0
@@ -801,7 +802,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the same data go on one plot)")
     p.add_argument("--judge", required=True, help="AR checkpoint trained on the same data")
     p.add_argument("--out", default="runs/steps-quality", help="experiment folder")
-    p.add_argument("--gen-length", type=int, default=128, help="new tokens per sample")
+    p.add_argument("--gen-length", type=int, default=None, help="new tokens per sample "
+                   "(default: 128, or what fits every context after the prompt, in whole "
+                   "blocks)")
     p.add_argument("--block-length", type=int, default=None,
                    help="semi-autoregressive blocks (default: one block; bd3lm: its own)")
     p.add_argument("--prompts", type=int, default=8, help="held-out prompts")

@@ -377,9 +377,10 @@ class Model:
     # --- likelihood ---------------------------------------------------------------------------
     def evaluate(self, data: str | None = None, eval_tokens: int | None = None,
                  t_samples: int | None = None, seed: int = 0, batch_size: int = 32,
-                 text_field: str | None = None) -> EvalResult:
+                 text_field: str | None = None, progress: bool = False) -> EvalResult:
         """Held-out nats/token and bits/byte on the validation split of ``data`` (default: the
-        corpus the model was trained on, with the same held-out chunks as training used)."""
+        corpus the model was trained on, with the same held-out chunks as training used).
+        ``progress``: a bar over the chunks on a terminal (stderr)."""
         train_cfg = self.config.get("train", {})
         data = data or train_cfg.get("data") or self.config.get("data", {}).get("corpus")
         if not data:
@@ -399,7 +400,7 @@ class Model:
             return evaluate(self.network, self.kind, chunks, self.tokenizer.token_bytes,
                             mask_id=self.mask_id, bos_id=self.eos_id,
                             t_samples=t_samples, seed=seed, batch_size=batch_size,
-                            block_size=self.block_size)
+                            block_size=self.block_size, progress=progress)
 
     # --- LoRA adapters (PEFT; see dlm.models.lora) --------------------------------------------
     @property

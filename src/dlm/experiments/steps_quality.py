@@ -23,10 +23,11 @@ import csv
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import DLMError
+from ..sample.config import DEFAULT_GEN_LENGTH
 from ..version import __version__
 from .quality import (
     decode_timed,
@@ -66,7 +67,7 @@ class StepsQuality:
     checkpoints: tuple[str, ...]
     judge: str
     out: str = "runs/steps-quality"
-    gen_length: int = 128
+    gen_length: int | None = None  # default: 128, or what fits every context (``fit_gen_length``)
     block_length: int | None = None  # default: one block of gen_length (bd3lm: its own)
     prompts: int = 8
     prompt_length: int = 32
@@ -88,7 +89,8 @@ class StepsQuality:
             raise DLMError("--fractions must lie in (0, 1]")
         if any(not 0 < t < 1 for t in self.thresholds):
             raise DLMError("--thresholds must lie in (0, 1)")
-        if self.gen_length < 1 or self.prompts < 1 or self.prompt_length < 1:
+        if (self.gen_length is not None and self.gen_length < 1) or self.prompts < 1 or \
+                self.prompt_length < 1:
             raise DLMError("need --gen-length, --prompts and --prompt-length >= 1")
         if not (self.fractions and self.strategies) and not self.thresholds:
             raise DLMError("nothing to sweep: give --fractions with --strategies, or "
@@ -112,6 +114,21 @@ def _load(path: str, device: str, want_diffusion: bool):
         raise DLMError(f"--judge {path} is a {model.kind} model; the judge must be "
                        "autoregressive (dlm train --kind ar on the same data)")
     return model
+
+
+def fit_gen_length(exp: StepsQuality, models: list, judge) -> int:
+    """``exp.gen_length``, or by default 128 new tokens cut to what fits after the prompt in
+    every model's context and the judge's (which also reads a BOS), in whole blocks."""
+    if exp.gen_length is not None:
+        return exp.gen_length
+    room = min([m.max_seq_len - exp.prompt_length for m in models]
+               + [judge.max_seq_len - 1 - exp.prompt_length])
+    step = math.lcm(*[m.block_size or exp.block_length or 1 for m in models])
+    gen = min(DEFAULT_GEN_LENGTH, room) // step * step
+    if gen < 1:
+        raise DLMError(f"--prompt-length {exp.prompt_length} leaves no room to generate in a "
+                       f"context of {room + exp.prompt_length} tokens")
+    return gen
 
 
 def settings(exp: StepsQuality, model) -> list[tuple[str, dict, dict]]:
@@ -153,7 +170,9 @@ def command_line(exp: StepsQuality) -> str:
         return ",".join(f"{v:.12g}" for v in values)
 
     args = ["dlm", "experiment", "steps-quality", *exp.checkpoints, "--judge", exp.judge,
-            "--out", exp.out, "--gen-length", str(exp.gen_length)]
+            "--out", exp.out]
+    if exp.gen_length is not None:
+        args += ["--gen-length", str(exp.gen_length)]
     if exp.block_length is not None:
         args += ["--block-length", str(exp.block_length)]
     args += ["--prompts", str(exp.prompts), "--prompt-length", str(exp.prompt_length),
@@ -174,6 +193,7 @@ def run(exp: StepsQuality, progress=print) -> list[Row]:
               for p in exp.checkpoints]
     if len({name for name, _ in models}) < len(models):
         raise DLMError("checkpoint folders need distinct names (they label the plot)")
+    exp = replace(exp, gen_length=fit_gen_length(exp, [m for _, m in models], judge))
     for name, m in models:
         if m.max_seq_len < exp.prompt_length + exp.gen_length:
             raise DLMError(f"{name}: context {m.max_seq_len} is shorter than --prompt-length + "
