@@ -191,25 +191,18 @@ def test_the_cases_cover_the_readme_and_every_help():
     assert len(readme) >= 40 and sum(skip_reason(c) is None for c in readme) >= 30
 
 
-@pytest.mark.parametrize("kind,source,text", CASES,
-                         ids=[f"{s}:{t.splitlines()[0][:60]}" for _, s, t in CASES])
-def test_example_runs_as_printed(kind, source, text, scratch, monkeypatch, capsys):
-    monkeypatch.chdir(scratch)
-    monkeypatch.setenv("HOME", str(scratch))
+def run_case(kind: str, source: str, text: str, scratch: Path) -> None:
+    """Run one example in ``scratch`` (the cwd and ~); AssertionError if it fails."""
     if kind == "python":
         code = re.sub(r"max_steps=\d+", "max_steps=3, eval_tokens=1024, progress=False", text)
         exec(compile(code, source, "exec"), {"__name__": "__readme__"})
         return
-    reason = skip_reason(text)
-    if reason:
-        pytest.skip(reason)
     args = with_budget(split_args(text, scratch))
     if args[0] == "dlm":
         from dlm.cli import main
 
         rc = main(args[1:])
-        err = capsys.readouterr().err
-        assert rc == 0, f"{source}: {text}\n{err[-2000:]}"
+        assert rc == 0, f"{source}: {text} exited with {rc}"
         return
     program = {"torchrun": [sys.executable, "-m", "torch.distributed.run"],
                "python": [sys.executable]}[args[0]]
@@ -217,3 +210,29 @@ def test_example_runs_as_printed(kind, source, text, scratch, monkeypatch, capsy
     done = subprocess.run([*program, *args[1:]], cwd=scratch, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, f"{source}: {text}\n{done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("kind,source,text", CASES,
+                         ids=[f"{s}:{t.splitlines()[0][:60]}" for _, s, t in CASES])
+def test_example_runs_as_printed(kind, source, text, scratch, monkeypatch):
+    monkeypatch.chdir(scratch)
+    monkeypatch.setenv("HOME", str(scratch))
+    reason = skip_reason(text) if kind == "shell" else None
+    if reason:
+        pytest.skip(reason)
+    run_case(kind, source, text, scratch)
+
+
+@pytest.mark.parametrize("kind,text", [
+    ("shell", "dlm sample runs/no-such-run '**ROMEO**'"),
+    ("shell", "dlm sample ~/models/LLaDA-8B-Base 'w1 w2' --steps 0"),
+    ("shell", "python -m dlm.harness --model dlm --model_args pretrained=runs/nope --tasks x"),
+    ("python", "import dlm\ndlm.load('runs/no-such-run')"),
+])
+def test_a_broken_example_fails(kind, text, scratch, monkeypatch):
+    """The runner does fail on a broken line (a mistyped path, a bad flag value)."""
+    from dlm.errors import DLMError
+
+    monkeypatch.chdir(scratch)
+    with pytest.raises(AssertionError if kind == "shell" else DLMError):
+        run_case(kind, "broken", text, scratch)
