@@ -4,6 +4,7 @@ diffusion SFT loss and the AR twin's answer-only loss against hand computations.
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -37,6 +38,29 @@ def test_rows_in_both_formats_and_clear_errors(tmp_path):
             read_rows(f)
 
 
+def test_empty_and_non_string_fields_are_refused_by_file_line_and_field(tmp_path):
+    f = tmp_path / "d.jsonl"
+    good = json.dumps({"prompt": "2+2?", "response": "4"})
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    for bad, msg in [({"prompt": "", "response": "4"}, "'prompt' is empty"),
+                     ({"prompt": "q", "response": "  "}, "'response' is empty"),
+                     ({"prompt": "q", "response": 4}, "'response' must be a string \\(got int 4"),
+                     ({"prompt": "q", "response": ["a", "b"]},
+                      "'response' must be a string \\(got list"),
+                     ({"prompt": None, "response": "a"}, "'prompt' must be a string"),
+                     ({"prompt": "q"}, "no 'response'"),
+                     ({"messages": [chat[0], {**chat[1], "content": ""}]},
+                      r"messages\[1\] \(assistant\) is empty"),
+                     ({"messages": [{**chat[0], "content": 7}, chat[1]]},
+                      r"messages\[0\]\.content must be a string \(got int 7\)")]:
+        f.write_text(good + "\n\n" + json.dumps(bad) + "\n")  # line 3 (a blank line between)
+        with pytest.raises(DLMError, match=f"^{f}:3: {msg}"):
+            read_rows(f)
+    # an empty system prompt is no system prompt
+    f.write_text(json.dumps({"messages": [{"role": "system", "content": ""}, *chat]}) + "\n")
+    assert len(read_rows(f)[0]) == 3
+
+
 def test_chat_templates_render_in_a_sandbox():
     chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
               "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -52,6 +76,9 @@ def test_long_rows_are_skipped_and_batches_are_laid_out():
             [{"role": "user", "content": "q" * 100}, {"role": "assistant", "content": "a"}]]
     examples, skipped = encode_rows(rows, tok, max_len=32)
     assert skipped == 1 and len(examples) == 1
+    with pytest.raises(DLMError, match="^d.jsonl: every row is longer than the context \\(16 "
+                       "tokens\\): 2 rows, the longest 120 tokens"):
+        encode_rows(rows, tok, max_len=16, source="d.jsonl")
     assert tok.decode(examples[0].prompt) == "User: ab\nAssistant: "
     b = collate([Example([1, 2, 3], [7, 8]), Example([4], [9])], eos_id=EOS)
     assert b.shape == (2, 2, 6)
@@ -169,6 +196,9 @@ def test_sft_raises_the_probability_of_the_right_answers(tmp_path, trained, kind
 
     tuned = dlm.load(out, device="cpu")
     assert tuned.kind == kind and tuned.config["sft_of"] == str(trained[kind])
+    # diffusion: semi-AR sampler defaults for the fine-tuned model; AR decodes token by token
+    assert tuned.config.get("generation") == (None if kind == "ar" else
+                                              {"block_length": 8, "min_length": 1})
 
 
 def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
@@ -207,7 +237,7 @@ def test_sft_resumes_exactly_and_refuses_bad_data(tmp_path, trained, capsys):
     data.write_text('{"prompt": "q"}\n')
     assert main(["sft", str(trained["mdlm"]), str(data), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "qa.jsonl:1: expected" in err and err.count("\n") == 1
+    assert "qa.jsonl:1: no 'response'" in err and err.count("\n") == 1
 
 
 # -- LoRA fine-tuning (PEFT) -------------------------------------------------------------------
@@ -231,7 +261,7 @@ def sft_args(base, data, out, *extra):
             "--warmup-steps", "5", "--threads", "1", "--no-progress", *extra]
 
 
-def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, capsys):
+def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, trained, capsys):
     from safetensors.torch import load_file
 
     import dlm
@@ -253,6 +283,8 @@ def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, capsys)
     assert config["base"] == str(lora_base)
     n_adapter = sum(t.numel() for t in adapter.values())
     assert n_adapter == config["trainable_params"] < config["base_params"] / 2
+    assert (config["base_kind"], config["base_vocab_size"], config["base_d_model"]) == \
+        ("mdlm", 259, 32)
     optimizer = torch.load(run / "train_state" / "optimizer.pt", weights_only=True)
     assert sum(s["exp_avg"].numel() for s in optimizer["state"].values()) == n_adapter
     after_base = load_file(str(lora_base / "model.safetensors"))
@@ -271,6 +303,13 @@ def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, capsys)
     with torch.no_grad():
         torch.testing.assert_close(merged.network(ids), with_adapter, atol=1e-4, rtol=1e-4)
     assert merged.config["merged_adapters"]["base"] == str(lora_base)
+    # the sampler defaults of a fine-tune, in the LoRA run and kept by the merge
+    assert tuned.config["generation"] == merged.config["generation"] == \
+        {"block_length": 8, "min_length": 1}
+    # an adapter trained on an MDLM base does not go onto an AR model (same shapes)
+    assert main(["sample", str(trained["ar"]), "x", "--adapter", str(run), "--gen-length", "2",
+                 "--device", "cpu"]) == 2
+    assert "trained on a mdlm model; this model is ar" in capsys.readouterr().err
     sample = ["sample", str(run), "User: Capital of France?\nAssistant: ", "--steps", "8",
               "--gen-length", "8", "--seed", "0", "--temperature", "1", "--device", "cpu"]
     on_base = [sample[0], str(lora_base), *sample[2:]]
@@ -335,3 +374,104 @@ def test_lora_sft_resumes_exactly_and_finds_a_moved_base(tmp_path, lora_base, ca
     assert len(model.adapters) == 1
     assert main(["sft", str(tmp_path / "moved"), str(data), "--lora", "r=0"]) == 2
     assert "r >= 1" in capsys.readouterr().err
+
+
+def test_sft_plan_data_checks_and_held_out_error(tmp_path, trained, capsys, monkeypatch):
+    """One short run: a too-long first row (the held-out one) is skipped with a warning, not
+    'every row is longer'; --epochs comes to the nearest whole step and the epochs reported
+    are the ones run; an explicit --warmup-steps longer than the run is shortened with a
+    warning; the held-out s.e. is the spread of the Monte-Carlo draws; loss.png is titled
+    with the SFT file."""
+    import dlm
+    import dlm.train.trainer as trainer_module
+    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.sft.loss import up_to_first_eos
+    from dlm.train import TrainConfig, train
+
+    titles = []
+    real_plot = trainer_module.plot_losses
+    monkeypatch.setattr(trainer_module, "plot_losses",
+                        lambda path, rows, title, label: (titles.append(title),
+                                                          real_plot(path, rows, title, label)))
+    data = tmp_path / "qa.jsonl"
+    rows = [("why? " * 20, "because"), *QA[:9]]  # 10 rows; the first needs 126 > 64 tokens
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in rows))
+    out = tmp_path / "run"
+    common = dict(kind="mdlm", init_from=str(trained["mdlm"]), sft_data=str(data),
+                  batch_size=3, progress=False, threads=1, eval_t_samples=4)
+    capsys.readouterr()
+    result = train(TrainConfig(out=str(out), epochs=2, warmup_steps=50, **common))
+    err = capsys.readouterr().err
+    assert f"dlm: skipped 1 of 10 rows of {data}: longer than the context of 64 tokens" in err
+    # 9 rows fit: 1 held out, 8 train; 2 epochs of 8 rows at batch 3 = 5.33 -> 5 steps
+    assert "--epochs 2 of 8 sequences at batch 3 = 5 steps = 1.88 epochs" in err
+    assert "--warmup-steps 50 is more than a fifth of this 5-step run: warming up over " \
+           "1 step" in err
+    config = json.loads((out / "config.json").read_text())
+    assert config["step"] == 5 and config["data"]["epochs"] == 15 / 8
+    assert config["data"]["rows"] == 8 and config["data"]["skipped_too_long"] == 1
+    assert titles and all("qa.jsonl" in t and "shakespeare" not in t for t in titles)
+    # the s.e.: 4 one-draw estimates (seeds 0..3) of the held-out answer's log-likelihood
+    model = dlm.load(out, device="cpu")
+    ex, _ = encode_rows([[{"role": "user", "content": q}, {"role": "assistant",
+                                                          "content": a}] for q, a in QA[:1]],
+                        model.tokenizer, 64)
+    batch = collate(ex, model.eos_id)
+    ids, answer = batch[:, 0], batch[:, 1].bool()
+    target = up_to_first_eos(ids, answer, model.eos_id)
+    draws = torch.stack([sequence_logprob(model.network, "mdlm", ids, target,
+                                          mask_id=model.mask_id, valid=~answer | target,
+                                          t_samples=1, seed=k).sum() for k in range(4)])
+    n_bytes = int(model.tokenizer.token_bytes[ids[target].numpy()].sum())
+    assert result.se_bits_per_byte > 0
+    assert result.bits_per_byte == pytest.approx(-draws.mean().item() / math.log(2) / n_bytes,
+                                                 rel=1e-4)
+    assert result.se_bits_per_byte == pytest.approx(
+        draws.std().item() / 2 / math.log(2) / n_bytes, rel=1e-4)
+
+    # every row too long: the error counts them and gives the longest
+    data.write_text(json.dumps({"prompt": "why? " * 20, "response": "because"}) + "\n")
+    with pytest.raises(DLMError, match=r"qa.jsonl: every row is longer than the context \(64 "
+                       r"tokens\): 1 row, the longest 126 tokens"):
+        train(TrainConfig(out=str(tmp_path / "none"), max_steps=2, **common))
+    # a context longer than the model's is refused, not clamped
+    with pytest.raises(DLMError, match=r"--seq-len 1024 is longer than the context of .* \(64 "
+                       r"tokens\)"):
+        train(TrainConfig(out=str(tmp_path / "long"), max_steps=2, seq_len=1024, **common))
+
+
+HELD_OUT_STYLE = ["Capital of Spain?", "Colour of snow?", "Three plus three?", "Opposite of up?",
+                  "Author of Macbeth?", "Smallest planet?", "Baby dog?", "Sound of a cat?",
+                  "Day after Friday?", "Colour of the sea?", "Capital of Italy?",
+                  "Colour of coal?", "One plus one?", "Opposite of cold?", "Author of Othello?",
+                  "Hottest planet?", "Baby cow?", "Sound of a cow?", "Day before Sunday?",
+                  "Colour of milk?"]
+
+
+def test_a_fine_tuned_diffusion_model_answers_with_its_default_sampler(tmp_path, small_corpus):
+    """SFT pads answers with EOS, so a fine-tuned model decoded as one block can commit EOS
+    right after the prompt: an empty answer. The run writes semi-AR blocks and min_length 1
+    into its config as the sampler defaults, and with those every question gets an answer.
+    (A 128-token context, as the tiny preset's: the default gen_length fills it, and the
+    longer the canvas of EOS padding, the likelier the empty answer.)"""
+    import dlm
+    from dlm.sft.trainer import SFT_GENERATION
+    from dlm.train import TrainConfig, train
+    from tests.conftest import train_tiny
+
+    base = tmp_path / "base"
+    train_tiny(base, small_corpus, "mdlm", max_steps=150, eval_every=150, ckpt_every=150,
+               seq_len=128)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"prompt": q, "response": a}) + "\n" for q, a in QA))
+    out = tmp_path / "sft"
+    train(TrainConfig(kind="mdlm", init_from=str(base), sft_data=str(data), out=str(out),
+                      max_steps=600, batch_size=8, lr=3e-3, eval_every=600, ckpt_every=600,
+                      progress=False, threads=1))
+    model = dlm.load(out, device="cpu")
+    assert model.config["generation"] == SFT_GENERATION == {"block_length": 8, "min_length": 1}
+    prompts = [f"User: {q}\nAssistant: " for q in HELD_OUT_STYLE]
+    one_block = model.generate(prompts, block_length=None, min_length=0).text
+    assert sum(not t.strip() for t in one_block) >= 5  # the failure (12 of 20 when measured)
+    answers = model.generate(prompts).text  # the checkpoint's defaults
+    assert all(t.strip() for t in answers), answers

@@ -241,3 +241,47 @@ def test_a_hub_adapter_is_named_after_its_repository(tmp_path, base, monkeypatch
                         lambda repo, allow_patterns: str(snapshot))  # no network in tests
     model = dlm.load(path, device="cpu", adapters=[("hf:someone/style-lora", 0.5)])
     assert model.adapters == {"style_lora": 0.5}
+
+
+def test_an_adapter_run_loads_only_onto_a_base_of_its_kind_vocabulary_and_width(tmp_path,
+                                                                                 base):
+    """An MDLM adapter and an AR model of the same shape fit tensor for tensor: only the
+    run's record of its base (kind, vocabulary, width) tells them apart."""
+    path, net = base
+    ar = tmp_path / "ar"
+    save_model_dir(ar, net, byte_tokenizer(), {"kind": "ar"})
+    pairs = random_pairs(net, ["blocks.0.attn.q_proj"], 2, seed=6)
+
+    def run(name, **adapter):
+        out = tmp_path / name
+        save_model_dir(out, net, byte_tokenizer(), {"kind": "mdlm", "adapter": {
+            "base": str(path), "base_params": lora.base_params(net), "lora": "r=2",
+            "base_kind": "mdlm", "base_vocab_size": V, "base_d_model": 32, **adapter}},
+            weights=False)
+        return write_adapter(out, pairs, r=2, alpha=4)
+
+    mdlm_run = run("mdlm-run")
+    assert len(dlm.load(path, device="cpu", adapters=[mdlm_run]).adapters) == 1
+    with pytest.raises(DLMError, match="mdlm-run: this adapter was trained on a mdlm model; "
+                       "this model is ar"):
+        dlm.load(ar, device="cpu", adapters=[mdlm_run])
+    # a run whose recorded base now holds a model of another kind
+    moved = run("moved", base=str(ar))
+    with pytest.raises(DLMError, match="trained on a mdlm model; this model is ar"):
+        dlm.load(moved, device="cpu")
+    # an older run (no base_kind) has its base's kind as its own
+    old = run("old")
+    config = json.loads((old / "config.json").read_text())
+    del config["adapter"]["base_kind"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DLMError, match="trained on a mdlm model"):
+        dlm.load(ar, device="cpu", adapters=[old])
+    with pytest.raises(DLMError, match="a base of vocabulary 300; this model has 259"):
+        dlm.load(path, device="cpu", adapters=[run("vocab", base_vocab_size=300)])
+    with pytest.raises(DLMError, match=r"width \(d_model\) 64; this model has 32"):
+        dlm.load(path, device="cpu", adapters=[run("wide", base_d_model=64)])
+    # the explicit override, and plain PEFT folders (no record) are not checked
+    model = dlm.load(ar, device="cpu")
+    lora.load_adapter(model.network, mdlm_run, any_kind=True)
+    plain = write_adapter(tmp_path / "plain", pairs, r=2, alpha=4)
+    assert len(dlm.load(ar, device="cpu", adapters=[plain]).adapters) == 1

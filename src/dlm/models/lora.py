@@ -337,11 +337,60 @@ def adapter_name(path: str | Path, network: torch.nn.Module) -> str:
     return name
 
 
+# the attention a loaded model runs with (``dlm.load`` sets it from config "kind") -> its kind
+_KIND_OF_ATTENTION = {"causal": "ar", "bidirectional": "mdlm", "block_causal": "bd3lm"}
+
+
+def network_kind(network: torch.nn.Module) -> str | None:
+    """The model kind (ar | mdlm | bd3lm) of a network loaded by ``dlm.load``, read from the
+    attention it runs with; None when unknown."""
+    attn = getattr(network, "default_attention", None)
+    return _KIND_OF_ATTENTION.get(getattr(attn, "kind", None))
+
+
+def adapter_base(path: str | Path) -> dict:
+    """What a ``dlm sft --lora`` run recorded about its base: ``kind`` and, from newer runs,
+    ``vocab_size`` and ``d_model``. {} for a plain PEFT adapter folder (no dlm config.json)."""
+    from .formats import CONFIG_FILE, FORMAT
+
+    file = Path(path) / CONFIG_FILE
+    config = read_json(file, missing={})
+    if config.get("format") != FORMAT or "adapter" not in config:
+        return {}
+    info = config["adapter"]
+    out = {"kind": info.get("base_kind", config.get("kind"))}  # a run's kind is its base's
+    for key in ("vocab_size", "d_model"):
+        if info.get(f"base_{key}") is not None:
+            out[key] = info[f"base_{key}"]
+    return out
+
+
+def check_adapter_base(path: str | Path, network: torch.nn.Module, kind: str | None) -> None:
+    """Refuse an adapter trained on a base of another kind (an MDLM adapter on an AR model
+    has the same shapes, so nothing else would notice), vocabulary or width."""
+    base = adapter_base(path)
+    if base.get("kind") and kind and base["kind"] != kind:
+        raise DLMError(f"{path}: this adapter was trained on a {base['kind']} model; this "
+                       f"model is {kind}. Load it onto a {base['kind']} checkpoint")
+    net = getattr(network, "config", None)
+    for key, what in (("vocab_size", "vocabulary"), ("d_model", "width (d_model)")):
+        have = getattr(net, key, None)
+        if base.get(key) is not None and have is not None and base[key] != have:
+            raise DLMError(f"{path}: this adapter was trained on a base of {what} "
+                           f"{base[key]}; this model has {have}")
+
+
 def load_adapter(network: torch.nn.Module, path: str | Path, weight: float = 1.0,
-                 name: str | None = None) -> str:
+                 name: str | None = None, kind: str | None = None,
+                 any_kind: bool = False) -> str:
     """Load an adapter directory onto ``network`` (alongside any loaded ones), scaled by
     ``weight``. Every adapter tensor must fill a LoRA layer and every layer the adapter's
-    config targets must be filled. Returns its name."""
+    config targets must be filled. A ``dlm sft --lora`` run must have been trained on a base of
+    the network's kind (``kind``, default read from the network's attention, see
+    ``network_kind``), vocabulary and width; ``any_kind=True`` skips the kind check. Returns
+    its name."""
+    if not any_kind:
+        check_adapter_base(path, network, kind or network_kind(network))
     config, state = read_adapter(path, network)
     name = name or adapter_name(path, network)
     if not name.isidentifier() or hasattr(torch.nn.ModuleDict, name):
@@ -476,10 +525,10 @@ def load_adapter_run(path: str | Path, device: str | torch.device = "cpu",
     if not str(base).startswith("hf:") and not Path(base).is_dir():
         raise DLMError(f"{path}: its base checkpoint {base} is missing; put it back or give "
                        "its new place (--base PATH, or dlm.load(run, base=PATH))")
-    network, tokenizer, _ = load_checkpoint(base, device, dtype)
+    network, tokenizer, base_config = load_checkpoint(base, device, dtype)
     expected = info.get("base_params")
     if expected is not None and base_params(network) != expected:
         raise DLMError(f"{path}: trained on a base of {expected:,} parameters, but {base} has "
                        f"{base_params(network):,}")
-    load_adapter(network, path)
+    load_adapter(network, path, kind=base_config["kind"])
     return network, tokenizer, config

@@ -19,6 +19,7 @@ and the EOS padding belongs to the answer (the model learns to end the text).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,31 +37,64 @@ class Example:
     answer: list[int]  # without EOS (collate adds EOS padding)
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a .jsonl file as messages lists; errors name the line."""
+class Row(list):
+    """A row's messages (a plain list of ``{role, content}``) that remembers where it was
+    read (``file:line``), so later errors can name it."""
+
+    where: str = ""
+
+    def __init__(self, messages, where: str = ""):
+        super().__init__(messages)
+        self.where = where
+
+
+def read_rows(path: str | Path) -> list[Row]:
+    """The rows of a .jsonl file as messages lists; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DLMError(f"SFT data not found: {path}")
-    rows = [to_messages(row, f"{path}:{n}") for n, row in iter_jsonl(path)]
+    rows = [Row(to_messages(row, f"{path}:{n}"), f"{path}:{n}") for n, row in iter_jsonl(path)]
     if not rows:
         raise DLMError(f"{path}: no rows")
     return rows
 
 
+def _kind(value) -> str:
+    text = json.dumps(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def to_messages(row, where: str) -> list[dict]:
+    """One parsed .jsonl row -> its messages. Refused, naming ``where`` (file:line) and the
+    field: a shape that is neither format, a field that is not a string, an empty prompt or
+    answer (an empty answer would teach the model to stop at once)."""
     if isinstance(row, dict) and "messages" in row:
         msgs = row["messages"]
-        if not isinstance(msgs, list) or not msgs or not all(
-                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
-                for m in msgs):
-            raise DLMError(f"{where}: 'messages' must be a list of {{role, content}} with roles "
-                           f"{', '.join(ROLES)}")
+        if not isinstance(msgs, list) or not msgs:
+            raise DLMError(f"{where}: 'messages' must be a non-empty list of {{role, content}} "
+                           f"(got {_kind(msgs)})")
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                raise DLMError(f"{where}: messages[{i}] must be {{role, content}} with role "
+                               f"{', '.join(ROLES)} (got {_kind(m)})")
+            if not isinstance(m.get("content"), str):
+                raise DLMError(f"{where}: messages[{i}].content must be a string (got "
+                               f"{_kind(m.get('content'))})")
+            if not m["content"].strip() and m["role"] != "system":  # no system prompt: fine
+                raise DLMError(f"{where}: messages[{i}] ({m['role']}) is empty")
         if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
             raise DLMError(f"{where}: the last message must be the assistant's answer, after "
                            "a prompt")
         return msgs
-    if isinstance(row, dict) and isinstance(row.get("prompt"), str) and \
-            isinstance(row.get("response"), str):
+    if isinstance(row, dict) and ("prompt" in row or "response" in row):
+        for name in ("prompt", "response"):
+            if name not in row:
+                raise DLMError(f"{where}: no {name!r} (a row is {{\"prompt\", \"response\"}} "
+                               "or {\"messages\": [...]})")
+            if not isinstance(row[name], str):
+                raise DLMError(f"{where}: {name!r} must be a string (got {_kind(row[name])})")
+            if not row[name].strip():
+                raise DLMError(f"{where}: {name!r} is empty")
         return [{"role": "user", "content": row["prompt"]},
                 {"role": "assistant", "content": row["response"]}]
     raise DLMError(f"{where}: expected {{\"messages\": [...]}} or {{\"prompt\", \"response\"}}")
@@ -90,23 +124,32 @@ def render_prompt(messages: list[dict], chat_template: str | None = None,
 
 
 def encode_rows(rows: list[list[dict]], tokenizer, max_len: int, chat_template: str | None = None,
-                bos_token: str = "") -> tuple[list[Example], int]:
+                bos_token: str = "", source: str | Path | None = None
+                ) -> tuple[list[Example], int]:
     """Tokenized examples and how many rows were too long for ``max_len`` (prompt + answer +
     one EOS) and skipped. ``bos_token``: what the chat template's {{ bos_token }} writes (LLaDA
-    starts its prompts with <|startoftext|>)."""
+    starts its prompts with <|startoftext|>). Only when every row is too long is it an error,
+    which gives the number of rows and the longest (and names ``source``, the file)."""
     special = {"bos_token": bos_token, "eos_token": tokenizer.eos_token}
-    out, skipped = [], 0
+    out, skipped, longest = [], 0, 0
     for msgs in rows:
         prompt = tokenizer.encode(render_prompt(msgs[:-1], chat_template, special))
         answer = tokenizer.encode(msgs[-1]["content"])
         if not prompt:
-            raise DLMError("a row renders to an empty prompt")
-        if len(prompt) + len(answer) + 1 > max_len:
+            where = getattr(msgs, "where", "")
+            raise DLMError(f"{where + ': ' if where else ''}the row renders to an empty prompt")
+        need = len(prompt) + len(answer) + 1
+        if need > max_len:
             skipped += 1
+            longest = max(longest, need)
             continue
         out.append(Example(prompt, answer))
     if not out:
-        raise DLMError(f"every row is longer than the context ({max_len} tokens)")
+        where = f"{source}: " if source else ""
+        raise DLMError(f"{where}every row is longer than the context ({max_len} tokens): "
+                       f"{skipped} row{'s' * (skipped != 1)}, the longest {longest} tokens "
+                       "(prompt + answer + EOS); shorten them or fine-tune a model with a "
+                       "longer context")
     return out, skipped
 
 

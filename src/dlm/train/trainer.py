@@ -40,6 +40,7 @@ from .config import RESUME_OVERRIDABLE, TrainConfig
 from .metrics import append_csv, plot_losses, read_csv, write_csv
 
 CALIBRATION_STEPS = (10, 60)  # time steps 10..60 to size a --max-minutes schedule
+WARMUP_DEFAULT = TrainConfig.__dataclass_fields__["warmup_steps"].default
 
 
 @dataclass
@@ -58,27 +59,41 @@ class DistInfo:
         return self.rank == 0
 
 
-def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
-    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio * lr`` at ``total``.
+def sized_by_time(cfg: TrainConfig) -> bool:
+    """Whether the run's length is learned from its measured speed (after the calibration
+    steps), not known from the config (--max-steps, --epochs)."""
+    return cfg.max_steps is None and cfg.epochs is None
 
-    A plan known from the config (--max-steps, --epochs) shortens the warm-up to at most a fifth
-    of the run; a time-sized plan (learned after the first steps) keeps it, so the rate never
-    jumps when the length becomes known. ``wsd``: warm-up, the peak, then a linear decay over
+
+def warmup_steps(cfg: TrainConfig, total: int | None) -> int:
+    """The warm-up the schedule uses: ``--warmup-steps``, but at most a fifth of the run (at
+    least 1 step) whenever its length is known from the config (--max-steps, --epochs), in
+    pre-training and SFT alike: a 20-step fine-tune warms up over 4 steps, not 100, so it
+    reaches its peak rate. (A fifth: runs long enough for the default warm-up keep it, and
+    short ones still spend most of their steps at and after the peak.) Kept as configured:
+    a time-sized plan's (its length is learned only after the calibration steps, run under
+    that warm-up, and the rate must not jump then) and wsd's (every prefix of a wsd run is
+    shared by longer ones, which annealed branches rely on). Depends only on the config and
+    the planned total, so a resumed run follows the same schedule."""
+    if total is None or sized_by_time(cfg) or cfg.lr_schedule == "wsd":
+        return cfg.warmup_steps
+    return min(cfg.warmup_steps, max(1, total // 5))
+
+
+def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
+    """Linear warm-up to the peak (over ``warmup_steps(cfg, total)``), then cosine decay to
+    ``min_lr_ratio * lr`` at ``total``. ``wsd``: warm-up, the peak, then a linear decay over
     the last ``decay_frac`` of ``total``; nothing before the decay depends on ``total``.
     """
+    warmup = warmup_steps(cfg, total)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
     if cfg.lr_schedule == "wsd":
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
         decay = 0 if total is None else max(1, round(cfg.decay_frac * total))
         if total is None or step < total - decay:
             return cfg.lr
         progress = min(1.0, (step - (total - decay) + 1) / decay)
         return cfg.lr * (1 - (1 - cfg.min_lr_ratio) * progress)
-    warmup = cfg.warmup_steps
-    if total is not None and (cfg.max_steps is not None or cfg.epochs is not None):
-        warmup = min(warmup, max(1, total // 5))
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
     if total is None:
         return cfg.lr
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -121,6 +136,9 @@ class Trainer:
             self._load_checkpoint(self.run_dir)
         elif start_from is not None:
             self._load_checkpoint(Path(start_from), plan_from_config=True)
+        if self.dist.is_main and not self.resuming:
+            for line in self._plan_notes():
+                print(f"dlm: {line}", file=sys.stderr)
         self.model = self.network
         if cfg.compile:
             self.model = torch.compile(self.model)
@@ -230,9 +248,29 @@ class Trainer:
         cfg = self.cfg
         if cfg.max_steps is not None:
             return cfg.max_steps
-        if cfg.epochs is not None:
-            return max(1, math.ceil(cfg.epochs * self.loader.num_sequences / cfg.batch_size))
+        if cfg.epochs is not None:  # the nearest whole number of steps (half up)
+            return max(1, math.floor(cfg.epochs * self.loader.num_sequences / cfg.batch_size
+                                     + 0.5))
         return None  # sized from the measured speed (--max-minutes)
+
+    def _plan_notes(self) -> list[str]:
+        """One line each: what --epochs came to in whole steps (when not exactly the epochs
+        asked for), and an explicit --warmup-steps that the run's length shortened."""
+        cfg, total, notes = self.cfg, self.total_steps, []
+        if cfg.epochs is not None and cfg.max_steps is None and total is not None:
+            actual = self.loader.epochs_at(total)
+            if abs(actual - cfg.epochs) > 1e-9:
+                notes.append(f"--epochs {cfg.epochs:g} of {self.loader.num_sequences} "
+                             f"sequences at batch {cfg.batch_size} = {total} steps = "
+                             f"{actual:.2f} epochs")
+        used = warmup_steps(cfg, total)
+        if used < cfg.warmup_steps and cfg.warmup_steps != WARMUP_DEFAULT:
+            notes.append(f"--warmup-steps {cfg.warmup_steps} is more than a fifth of this "
+                         f"{total}-step run: warming up over {used} step{'s' * (used > 1)}")
+        elif cfg.lr_schedule == "wsd" and total is not None and used >= total:
+            notes.append(f"the warm-up ({used} steps) is longer than this {total}-step wsd "
+                         "run, which never reaches its peak rate: lower --warmup-steps")
+        return notes
 
     @property
     def budget_s(self) -> float | None:
@@ -305,12 +343,15 @@ class Trainer:
         def write(tmp: Path) -> None:
             self._save_model(tmp)
             write_csv(tmp / "metrics.csv", self.rows)
-            plot_losses(tmp / "loss.png", self.rows,
-                        f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}",
+            plot_losses(tmp / "loss.png", self.rows, self._plot_title(),
                         "NLL (nats/token)" if self.cfg.kind == "ar" else "ELBO (nats/token)")
             ckpt.save_train_state(tmp, state, self.optimizer, rngs)
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
+
+    def _plot_title(self) -> str:
+        """loss.png's title: what was trained on what (SFT: the base and the SFT file)."""
+        return f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}"
 
     def _save_model(self, path: Path) -> None:
         """The weights, tokenizer and config.json of a checkpoint (SFT with LoRA: the adapter)."""
