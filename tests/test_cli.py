@@ -169,3 +169,11 @@ def test_experiment_flags_show_their_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "--marks MARKS annealed evaluations per arm (default: 12)" in out
     assert "(default: runs/data-constrained)" in out
+
+
+def test_resume_with_nothing_to_resume_says_so(small_corpus, tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "new"), "--resume", "--data",
+                 str(small_corpus), "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
+                 "--seq-len", "16", "--batch-size", "2", "--max-steps", "1", "--eval-tokens",
+                 "64", "--threads", "1"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err

@@ -215,8 +215,9 @@ class Trainer:
                 (self.run_dir / "metrics.csv").unlink()
         elif leftovers:
             raise DLMError(f"{self.run_dir} exists and is not a dlm run; choose another --out")
-        if cfg.resume and self.dist.is_main and self.run_dir.exists():
-            print(f"dlm: no checkpoint in {self.run_dir}; starting a new run", file=sys.stderr)
+        if cfg.resume and self.dist.is_main and (cfg.progress or self.run_dir.exists()):
+            print(f"dlm: --resume: nothing to resume in {self.run_dir} (no checkpoint); "
+                  "starting a new run", file=sys.stderr)
         return cfg, False
 
     def _tokenizer(self) -> Tokenizer:
