@@ -62,3 +62,19 @@ def trained(tmp_path_factory, small_corpus) -> dict[str, Path]:
         train_tiny(root / kind, small_corpus, kind)
         out[kind] = root / kind
     return out
+
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The matplotlib figures that plot functions save (still drawn and written)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    real = Figure.savefig
+
+    def spy(self, *args, **kw):
+        figures.append(self)
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", spy)
+    return figures

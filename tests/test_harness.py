@@ -299,3 +299,14 @@ def test_guidance_keeps_a_shifted_models_bos_and_ignores_padding(tmp_path):
                                shift=1, t_samples=3, seed=2)
     assert guided == pytest.approx(by_hand.tolist(), abs=1e-5)
     assert guided != pytest.approx(model.loglikelihood_ids(pairs, t_samples=3, seed=2))
+
+
+def test_lm_evals_own_command_line_gets_dlms_device_only_when_it_evaluates():
+    from dlm.harness.__main__ import with_device
+
+    run = ["--model", "dlm", "--tasks", "x"]
+    assert with_device(run) == [*run, "--device", "auto"]
+    assert with_device(["run", *run]) == ["run", *run, "--device", "auto"]
+    for keep in ([], ["--help"], ["ls", "tasks"], ["validate", "--tasks", "x"],
+                 [*run, "--device", "cpu"], [*run, "--dev", "cpu"], [*run, "-h"]):
+        assert with_device(keep) == keep

@@ -12,7 +12,9 @@ lines make. What is changed, and nothing else (README.md, "Examples are tested",
 
 A line is split into arguments by bash itself (quotes, ``$'…'``, ``\\`` continuations,
 comments), then ``dlm`` runs in this process (``dlm.cli.main``) and ``torchrun`` /
-``python -m`` in a child process. Each line is one test case, named after its source.
+``python -m`` in a child process. Each line is one test case, named after its source; the
+cases run in order and later ones use the runs earlier ones made (as a reader's would), so run
+the module whole: one case picked alone with -k finds no runs/tiny.
 """
 
 from __future__ import annotations

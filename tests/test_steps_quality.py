@@ -195,21 +195,6 @@ def plot_rows() -> list[Row]:
     return rows
 
 
-@pytest.fixture
-def saved(monkeypatch):
-    from matplotlib.figure import Figure
-
-    figures = []
-    real = Figure.savefig
-
-    def spy(self, *args, **kw):
-        figures.append(self)
-        return real(self, *args, **kw)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return figures
-
-
 def test_plot_ticks_are_plain_numbers_that_do_not_overlap(tmp_path, saved):
     from dlm.experiments.steps_quality import _plot
 

@@ -28,8 +28,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         d = action.default
-        if ("default" in text or not action.option_strings or d is None or d is False
-                or d is True or d == argparse.SUPPRESS):
+        if ("default:" in text or "(default" in text or not action.option_strings
+                or d is None or d is False or d is True or d == argparse.SUPPRESS):
             return text
         return f"{text} (default: {str(d).replace('%', '%%')})"
 
@@ -60,7 +60,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
         typ = _flag_type(f.type)
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = f.metadata.get("help", "")
-        said = "default" in help_text  # the help says it in words: not twice
+        said = "default:" in help_text or "(default" in help_text  # said: not twice
         if typ is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS,
@@ -527,7 +527,7 @@ SAMPLE_EXAMPLES = r"""examples:
   dlm sample runs/tiny "**ROMEO**" --adapter runs/tiny-qa-lora:0.7 --adapter runs/tiny-qa-mlp:0.3
   dlm sample runs/tiny-qa-lora "**ROMEO**" --no-adapter             # the base alone
 defaults: --gen-length 128 or what fits the context after the prompt (mdlm); --steps half of
-the tokens to decode, at least one per block, split over blocks as evenly as possible
+each block's masks (a given --steps is split over the blocks in proportion to their masks)
 """
 
 INFILL_EXAMPLES = r"""examples:

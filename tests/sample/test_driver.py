@@ -199,6 +199,33 @@ def test_steps_split_over_blocks_as_evenly_as_possible():
     assert steps_per_block(even) == [4, 4] and even.config.steps == 8
 
 
+def test_steps_follow_the_masks_of_each_block():
+    """A short last block takes few steps (they go where the masks are); blocks of fixed text
+    (infill) take none; the default is half of each block's masks."""
+    from dlm.sample.driver import denoise
+
+    net = tiny_net(max_seq_len=256)
+    gen = run(net, [[1]], gen_length=130, block_length=64)
+    assert steps_per_block(gen) == [32, 32, 1] and gen.config.steps == 65 and gen.nfe == 65
+    gen = run(net, [[1]], gen_length=66, block_length=32, steps=33)
+    assert steps_per_block(gen) == [16, 15, 2] and gen.nfe == 33
+    canvas = [1, MASK, MASK] + [2] * 30 + [MASK, MASK]
+    filled = denoise(net, [canvas], [1], SampleConfig(steps=2, block_length=4), kind="mdlm",
+                     **IDS)
+    assert filled.nfe == 2 and MASK not in filled.canvases[0]
+    assert filled.canvases[0][3:33] == [2] * 30
+
+
+def test_ar_ignores_the_diffusion_knobs():
+    net = tiny_net()
+    base = run(net, [[1, 2]], "ar", gen_length=12, temperature=0.9, seed=1).tokens
+    for knobs in (dict(remasking="random"), dict(remasking="origin"), dict(steps=3),
+                  dict(block_length=4), dict(threshold=0.5), dict(alg_temp=0.5),
+                  dict(cache="dual"), dict(remask_eta=0.3)):
+        assert run(net, [[1, 2]], "ar", gen_length=12, temperature=0.9, seed=1,
+                   **knobs).tokens == base, knobs
+
+
 def test_defaults_fit_the_model():
     """Without gen_length a masked diffusion canvas is cut to the context (64 here); without
     steps it takes half the masked slots, at least one per block; AR keeps 128 (it slides)."""

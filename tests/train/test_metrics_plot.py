@@ -3,24 +3,7 @@ artists, not its pixels)."""
 
 from __future__ import annotations
 
-import pytest
-from matplotlib.figure import Figure
-
 from dlm.train.metrics import plot_losses
-
-
-@pytest.fixture
-def saved(monkeypatch):
-    """The figures plot functions save (they are still drawn and written)."""
-    figures = []
-    real = Figure.savefig
-
-    def spy(self, *args, **kw):
-        figures.append(self)
-        return real(self, *args, **kw)
-
-    monkeypatch.setattr(Figure, "savefig", spy)
-    return figures
 
 
 def has_marker(line) -> bool:

@@ -259,7 +259,8 @@ class DLMHarness(TemplateLM):
             for rows in groups.values():
                 fields = self._gen_fields(requests[rows[0]].args[1])
                 cfg = self.model.sample_config(**fields)
-                if cfg.gen_length is None:  # no max_gen_toks: the default, at most half the window
+                if cfg.gen_length is None and self.model.kind == "mdlm":  # no max_gen_toks:
+                    # the default, in at most half the window (AR and bd3lm: the driver's)
                     cfg = cfg.replace(gen_length=min(DEFAULT_GEN_LENGTH, self.max_length // 2))
                 # AR and bd3lm slide their window (the context and one block must fit); a
                 # masked diffusion canvas must fit it whole

@@ -13,10 +13,21 @@ from lm_eval.__main__ import cli_evaluate
 from ..errors import DLMError
 from . import DLMHarness  # noqa: F401  (importing the package registers the model "dlm")
 
+SUBCOMMANDS = ("run", "ls", "validate")  # lm-eval's; a bare flag list means "run"
+
+
+def with_device(argv: list[str]) -> list[str]:
+    """``argv`` + ``--device auto`` for an evaluation that names no device (help, ``ls`` and
+    ``validate`` are left alone; ``--dev…`` counts, as argparse takes abbreviations)."""
+    evaluates = bool(argv) and argv[0] not in ("-h", "--help", *SUBCOMMANDS[1:]) and \
+        not any(a in ("-h", "--help") for a in argv)
+    if evaluates and not any(a.startswith("--dev") for a in argv):
+        return [*argv, "--device", "auto"]
+    return argv
+
 
 def main(argv: list[str]) -> int:
-    if not any(a == "--device" or a.startswith("--device=") for a in argv):
-        argv = [*argv, "--device", "auto"]
+    argv = with_device(argv)
     sys.argv = [sys.argv[0], *argv]
     try:
         cli_evaluate()
@@ -26,4 +37,5 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

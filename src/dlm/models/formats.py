@@ -158,7 +158,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
 def checkpoint_config(path: str | Path) -> dict:
     """The config of any directory ``load_checkpoint`` reads (ours, a LoRA run, a published
     LLaDA / Dream one), without loading its weights."""
-    path = hub_snapshot(path)
+    path = hub_snapshot(path, weights=False)
     if is_dlm_dir(path):
         return read_config(path)
     from .hf import read_hf_dir
@@ -166,10 +166,11 @@ def checkpoint_config(path: str | Path) -> dict:
     return read_hf_dir(path)[3]
 
 
-def hub_snapshot(path: str | Path) -> Path:
+def hub_snapshot(path: str | Path, weights: bool = True) -> Path:
     """``path`` itself, or for ``hf:owner/name`` the local snapshot of that Hub repository's
     config, tokenizer and safetensors files (never pickled weights). Only an explicit ``hf:``
-    goes online, so a mistyped local path is never looked up on the Hub."""
+    goes online, so a mistyped local path is never looked up on the Hub. ``weights=False``:
+    the configs and tokenizer only (what ``dlm info`` reads)."""
     text = str(path)
     if not text.startswith("hf:"):
         return Path(path)
@@ -181,6 +182,6 @@ def hub_snapshot(path: str | Path) -> Path:
                        "(pip install 'dlm[hf]')") from None
     try:
         return Path(snapshot_download(repo, allow_patterns=[
-            "*.json", "*.safetensors", "tokenizer*", "*.txt", "*.jinja"]))
+            "*.json", "tokenizer*", "*.txt", "*.jinja", *(["*.safetensors"] if weights else [])]))
     except Exception as e:  # offline, unknown repo, gated model, ...
         raise DLMError(f"cannot download {repo} from the Hugging Face Hub: {e}") from None

@@ -21,8 +21,9 @@ Defaults that depend on the model are left ``None`` here and settled by the driv
 (``sample.driver``), which knows the context and the prompt: ``gen_length`` is
 ``DEFAULT_GEN_LENGTH`` cut to what fits the context after the longest prompt (a masked
 diffusion canvas must fit whole; AR and bd3lm slide), ``steps`` is half the masked slots, at
-least one per block. Steps are split over blocks as evenly as possible, the first blocks taking
-the remainder, as LLaDA splits a block's tokens over its steps.
+least one per block (``plan_blocks`` in the driver: given steps go to the blocks in proportion
+to their masks; for equal blocks that is LLaDA's even split). AR ignores the diffusion knobs
+(``driver.AR_IGNORES``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def _f(default, help: str, **extra):
 @dataclass
 class SampleConfig:
     steps: int | None = _f(None, "denoising steps in total (diffusion), split over the blocks "
-                           "as evenly as possible, earlier blocks taking the remainder; "
-                           "default: half the tokens to decode, at least one per block")
+                           "in proportion to their masks, at least one each; default: half "
+                           "of each block's masks")
     gen_length: int | None = _f(None, "tokens to generate (AR: at most); default: "
                                 f"{DEFAULT_GEN_LENGTH}, cut to what fits the model's context "
-                                "after the prompt (mdlm)")
+                                "after the prompt where the canvas must fit whole (mdlm; "
+                                "bd3lm without its cache)")
     block_length: int | None = _f(None, "semi-autoregressive block size (diffusion); "
                                         "default: one block of gen_length; a gen_length "
                                         "that is not a multiple leaves the last block shorter")

@@ -122,6 +122,11 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
     return gen
 
 
+# what an AR model decodes with, whatever the config says (README: "ignored for them")
+AR_IGNORES = dict(steps=None, block_length=None, remasking="low_confidence", transfer="even",
+                  alg_temp=None, threshold=None, factor=None, cache=None, remask_eta=0.0)
+
+
 def slides(kind: str, cfg: SampleConfig) -> bool:
     """Whether decoding may run past the model's window (AR, and bd3lm with its exact cache,
     evict whole blocks of cached keys); a masked diffusion canvas must fit whole."""
@@ -156,6 +161,8 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     """
     if not canvases:
         raise DLMError("nothing to decode")
+    if kind == "ar":  # blocks of one token, one step each: the diffusion-only knobs do nothing
+        cfg = cfg.replace(**AR_IGNORES)
     device = next(network.parameters()).device
     max_len = network.config.max_seq_len
     longest = max(len(c) for c in canvases)
@@ -207,14 +214,13 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     eos = eos_id if cfg.stop_at_eos else None
     parents: list[Tensor | None] = []  # beam search: where each row came from, per step
     ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
-    block_len, n_blocks, total_steps = plan_blocks(
-        kind, cfg, ends - first, (state.canvas[:, first:] == mask_id).sum(1),
-        forward.attn.block_size)  # [R] each
+    block_len, plan = plan_blocks(kind, cfg, state.canvas[:, first:] == mask_id,
+                                  forward.attn.block_size)  # plan: [R, blocks] steps
 
     for b, start in enumerate(range(first, S, block_len)):
         end = min(start + block_len, S)
         state.block, state.start, state.end = b, start, end
-        steps_per_block = block_steps(total_steps, n_blocks, b)  # [R]
+        steps_per_block = plan[:, b].clamp(min=1)  # [R] (0: no masks in this block)
         in_block = state.canvas[:, start:end] == mask_id
         targets = _targets(in_block, steps_per_block, cfg)  # [R, max steps]
         i = 0
@@ -251,8 +257,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
     if trace is not None and expand > 1:
         trace = lineage(trace, keep, parents)
-    if cfg.steps is None and kind != "ar" and len(set(total_steps.tolist())) == 1:
-        cfg = cfg.replace(steps=int(total_steps[0]))  # the default, as decoded
+    total = set(plan.sum(1).tolist())
+    if cfg.steps is None and kind != "ar" and not cfg.dynamic and len(total) == 1:
+        cfg = cfg.replace(steps=total.pop())  # the default, as decoded
     return Generation(out, out, trace, forward.nfe, kept_scores, cfg)
 
 
@@ -292,30 +299,44 @@ def model_block_size(network) -> int:
     return bs
 
 
-def plan_blocks(kind: str, cfg: SampleConfig, length: Tensor, masks: Tensor,
-                block_size: int | None) -> tuple[int, Tensor, Tensor]:
-    """Block length, each row's number of blocks [R] and its steps in total [R], for rows of
-    ``length`` [R] slots to decode (from the shared first mask on) holding ``masks`` [R]
-    masks. AR: one token per block and step; bd3lm: the model's own block size; mdlm:
-    ``block_length`` (default: everything in one block). Steps: ``cfg.steps``, or by default
-    half the masks (rounded up), at least one per block."""
+def plan_blocks(kind: str, cfg: SampleConfig, masked: Tensor, block_size: int | None
+                ) -> tuple[int, Tensor]:
+    """Block length and the steps of every block of every row [R, n_blocks], for rows whose
+    slots from the shared first mask on are ``masked`` [R, L] (True where MASK). AR: one token
+    per block and step; bd3lm: the model's own block size; mdlm: ``block_length`` (default:
+    everything in one block).
+
+    Steps go only to blocks that hold masks. By default a block takes half its masks (rounded
+    up); ``cfg.steps`` is split over a row's blocks in proportion to their masks, each getting
+    at least one, the remainders to the largest fractions and ties to the earlier blocks: for
+    blocks of equal size that is LLaDA's even split (``steps // n``, the first blocks taking
+    the rest)."""
+    R, L = masked.shape
+    block = 1 if kind == "ar" else (block_size if kind == "bd3lm" else cfg.block_length or L)
+    block = max(1, min(block, L))
+    n = -(-L // block)
+    per_block = torch.zeros(R, n * block, dtype=torch.long, device=masked.device)
+    per_block[:, :L] = masked.long()
+    m = per_block.view(R, n, block).sum(-1)  # [R, n] masks per block
+    has = m > 0
     if kind == "ar":
-        return 1, length.clamp(min=1), length.clamp(min=1)
-    block = block_size if kind == "bd3lm" else cfg.block_length or int(length.max())
-    block = min(block, int(length.max()))
-    n_blocks = ((length + block - 1) // block).clamp(min=1)
+        return 1, has.long()
     if cfg.steps is None:
-        return block, n_blocks, torch.maximum(n_blocks, (masks + 1) // 2)
-    if not cfg.dynamic and cfg.steps < int(n_blocks.max()):
-        raise DLMError(f"steps ({cfg.steps}) is fewer than the blocks to decode "
-                       f"({int(n_blocks.max())}): each block needs at least one step")
-    return block, n_blocks, torch.full_like(n_blocks, cfg.steps)
-
-
-def block_steps(total: Tensor, n_blocks: Tensor, b: int) -> Tensor:
-    """Steps of block ``b`` per row [R]: ``total`` split as evenly as possible over the row's
-    ``n_blocks``, the first blocks taking one more (LLaDA's rule for tokens per step)."""
-    return (total // n_blocks + (b < total % n_blocks).long()).clamp(min=1)
+        return block, (m + 1) // 2
+    blocks = has.sum(1, keepdim=True)  # [R, 1]
+    if not cfg.dynamic and cfg.steps < int(blocks.max()):
+        raise DLMError(f"steps ({cfg.steps}) is fewer than the blocks with masks to decode "
+                       f"({int(blocks.max())}): each block needs at least one step")
+    spare = (cfg.steps - blocks).clamp(min=0).double()  # beyond one step per block
+    share = spare * m.double() / m.sum(1, keepdim=True).clamp(min=1)
+    steps = share.floor().long()
+    left = (spare.long() - steps.sum(1, keepdim=True)).squeeze(1)  # [R] to hand out
+    frac = torch.where(has, share - steps, -1.0)
+    order = torch.sort(-frac, dim=1, stable=True).indices  # largest first, ties: earlier
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=m.device)
+                                            .expand(R, n).contiguous())
+    steps += (rank < left[:, None]).long()
+    return block, torch.where(has, steps + 1, 0)
 
 
 # ----------------------------------------------------------------------------------------------
