@@ -292,6 +292,10 @@ def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, trained
     # the base alone, the base with the adapter, the adapter merged into a full checkpoint
     tuned = dlm.load(run, device="cpu")
     assert list(tuned.adapters.values()) == [1.0]
+    # the base + this run as an extra adapter brings the run's sampler defaults along
+    assert "generation" not in dlm.load(lora_base, device="cpu").config
+    assert dlm.load(lora_base, device="cpu", adapters=[run]).config["generation"] == \
+        tuned.config["generation"]
     ids = torch.tensor([[5, 6, tuned.mask_id, 7, tuned.mask_id]])
     with torch.no_grad():
         with tuned.adapters_disabled():
@@ -309,7 +313,7 @@ def test_lora_sft_trains_an_adapter_beside_the_base(tmp_path, lora_base, trained
     # an adapter trained on an MDLM base does not go onto an AR model (same shapes)
     assert main(["sample", str(trained["ar"]), "x", "--adapter", str(run), "--gen-length", "2",
                  "--device", "cpu"]) == 2
-    assert "trained on a mdlm model; this model is ar" in capsys.readouterr().err
+    assert "trained on a base of kind mdlm; this model's kind is ar" in capsys.readouterr().err
     sample = ["sample", str(run), "User: Capital of France?\nAssistant: ", "--steps", "8",
               "--gen-length", "8", "--seed", "0", "--temperature", "1", "--device", "cpu"]
     on_base = [sample[0], str(lora_base), *sample[2:]]

@@ -421,7 +421,15 @@ class Model:
         from .models.formats import hub_snapshot
 
         name = name or lora.adapter_name(path, self.network)  # hf:owner/name: named "name"
-        return lora.load_adapter(self.network, hub_snapshot(path), weight, name)
+        local = hub_snapshot(path)
+        name = lora.load_adapter(self.network, local, weight, name)
+        if "generation" not in self.config:  # a dlm SFT run's sampler defaults come along
+            from .models.formats import CONFIG_FILE, is_dlm_dir, read_config
+
+            if (local / CONFIG_FILE).is_file() and is_dlm_dir(local) and \
+                    "generation" in read_config(local):
+                self.config["generation"] = read_config(local)["generation"]
+        return name
 
     def set_adapter_weights(self, weights: dict[str, float]) -> None:
         """Re-weight loaded adapters by name (0 mutes one; negative subtracts it)."""
@@ -461,7 +469,8 @@ class Model:
 
         defaults = {k: v for k, v in asdict(self.sample_config()).items()
                     if k in ("steps", "gen_length", "block_length", "remasking", "temperature",
-                             "top_k", "top_p", "alg_temp", "threshold", "cfg_scale")}
+                             "top_k", "top_p", "alg_temp", "threshold", "cfg_scale",
+                             "min_length")}
         return export_hf(path, self.network, self.tokenizer, self.config, defaults)
 
     def save(self, path: str | Path) -> None:

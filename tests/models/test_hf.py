@@ -432,3 +432,13 @@ def test_a_special_token_inside_vocab_json_stays_whole(tmp_path):
     tok = slow_bpe_tokenizer(tmp_path)
     ids = tok.encode("hello<|endoftext|>world").ids
     assert 0 in ids and tok.decode(ids, skip_special_tokens=False) == "hello<|endoftext|>world"
+
+
+def test_a_fine_tunes_sampler_defaults_survive_export(tmp_path, trained):
+    """block_length and min_length (what makes a fine-tuned model answer) round-trip through
+    the published layout's generation_config.json."""
+    model = dlm.load(trained["mdlm"], device="cpu")
+    model.config["generation"] = {"block_length": 8, "min_length": 1}
+    model.save_pretrained(tmp_path / "hf")
+    back = dlm.load(tmp_path / "hf", device="cpu").sample_config()
+    assert (back.block_length, back.min_length) == (8, 1)

@@ -262,19 +262,19 @@ def test_an_adapter_run_loads_only_onto_a_base_of_its_kind_vocabulary_and_width(
 
     mdlm_run = run("mdlm-run")
     assert len(dlm.load(path, device="cpu", adapters=[mdlm_run]).adapters) == 1
-    with pytest.raises(DLMError, match="mdlm-run: this adapter was trained on a mdlm model; "
-                       "this model is ar"):
+    with pytest.raises(DLMError, match="mdlm-run: this adapter was trained on a base of kind mdlm; "
+                       "this model.s kind is ar"):
         dlm.load(ar, device="cpu", adapters=[mdlm_run])
     # a run whose recorded base now holds a model of another kind
     moved = run("moved", base=str(ar))
-    with pytest.raises(DLMError, match="trained on a mdlm model; this model is ar"):
+    with pytest.raises(DLMError, match="trained on a base of kind mdlm; this model.s kind is ar"):
         dlm.load(moved, device="cpu")
     # an older run (no base_kind) has its base's kind as its own
     old = run("old")
     config = json.loads((old / "config.json").read_text())
     del config["adapter"]["base_kind"]
     (old / "config.json").write_text(json.dumps(config))
-    with pytest.raises(DLMError, match="trained on a mdlm model"):
+    with pytest.raises(DLMError, match="trained on a base of kind mdlm"):
         dlm.load(ar, device="cpu", adapters=[old])
     with pytest.raises(DLMError, match="a base of vocabulary 300; this model has 259"):
         dlm.load(path, device="cpu", adapters=[run("vocab", base_vocab_size=300)])

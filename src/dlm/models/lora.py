@@ -370,8 +370,8 @@ def check_adapter_base(path: str | Path, network: torch.nn.Module, kind: str | N
     has the same shapes, so nothing else would notice), vocabulary or width."""
     base = adapter_base(path)
     if base.get("kind") and kind and base["kind"] != kind:
-        raise DLMError(f"{path}: this adapter was trained on a {base['kind']} model; this "
-                       f"model is {kind}. Load it onto a {base['kind']} checkpoint")
+        raise DLMError(f"{path}: this adapter was trained on a base of kind {base['kind']}; "
+                       f"this model's kind is {kind}. Load it onto a {base['kind']} checkpoint")
     net = getattr(network, "config", None)
     for key, what in (("vocab_size", "vocabulary"), ("d_model", "width (d_model)")):
         have = getattr(net, key, None)

@@ -326,7 +326,9 @@ def plan_blocks(kind: str, cfg: SampleConfig, masked: Tensor, block_size: int | 
     blocks = has.sum(1, keepdim=True)  # [R, 1]
     if not cfg.dynamic and cfg.steps < int(blocks.max()):
         raise DLMError(f"steps ({cfg.steps}) is fewer than the blocks with masks to decode "
-                       f"({int(blocks.max())}): each block needs at least one step")
+                       f"({int(blocks.max())} of {block} tokens; a checkpoint's defaults may "
+                       "set block_length): each block needs a step, so raise steps or "
+                       "block_length")
     spare = (cfg.steps - blocks).clamp(min=0).double()  # beyond one step per block
     share = spare * m.double() / m.sum(1, keepdim=True).clamp(min=1)
     steps = share.floor().long()

@@ -66,8 +66,8 @@ def sft_generation(kind: str, base: dict | None) -> dict:
     """The "generation" section of a fine-tuned checkpoint: the base's (a published model's
     recipe, or an earlier fine-tune's), with ``SFT_GENERATION`` for what it leaves unset
     (diffusion kinds; an AR model decodes token by token)."""
-    base = {k: v for k, v in (base or {}).items() if v is not None}
-    return base if kind == "ar" else {**SFT_GENERATION, **base}
+    base = dict(base or {})  # an explicit null (e.g. block_length: one block) is kept
+    return base if kind != "mdlm" else {**SFT_GENERATION, **base}
 
 
 def split_rows(rows: list) -> tuple[list, list]:

@@ -268,7 +268,7 @@ class Trainer:
         if used < cfg.warmup_steps and cfg.warmup_steps != WARMUP_DEFAULT:
             notes.append(f"--warmup-steps {cfg.warmup_steps} is more than a fifth of this "
                          f"{total}-step run: warming up over {used} step{'s' * (used > 1)}")
-        elif cfg.lr_schedule == "wsd" and total is not None and used >= total:
+        elif cfg.lr_schedule == "wsd" and total is not None and used > total:
             notes.append(f"the warm-up ({used} steps) is longer than this {total}-step wsd "
                          "run, which never reaches its peak rate: lower --warmup-steps")
         return notes
