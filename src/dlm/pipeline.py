@@ -1,4 +1,4 @@
-"""``dlm.load(dir)`` -> ``Model``: a network + tokenizer + config facade (DESIGN.md contract).
+"""``dlm.load(dir)`` -> ``Model``: a network + tokenizer + config facade (docs/architecture.md).
 
     model = dlm.load("runs/mdlm-tiny")
     out = model.generate("ROMEO:", steps=64, gen_length=128, trace=True)

@@ -1,4 +1,4 @@
-"""Training objectives, separate from the network (DESIGN.md contract 2).
+"""Training objectives, separate from the network (docs/architecture.md, contract 2).
 
 * ``MaskedDiffusionLoss``: the MDLM/LLaDA ELBO. Draw t per sequence (stratified across the batch:
   t_i = (u + i) / B mod 1, clamped to [eps, 1]), mask each token with probability 1 - alpha(t),

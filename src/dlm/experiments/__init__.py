@@ -1,1 +1,1 @@
-"""Multi-run studies (issue 5): the data-constrained crossover, steps vs quality."""
+"""Multi-run studies (docs/experiments.md): the data-constrained crossover, steps vs quality."""

@@ -1,4 +1,4 @@
-"""Bookkeeping for multi-run experiments (the data-constrained crossover, issue 5).
+"""Bookkeeping for multi-run experiments (the data-constrained crossover, docs/experiments.md).
 
 Pure functions and one CSV-backed table, kept apart from the training they describe so they are
 easy to test and reuse:

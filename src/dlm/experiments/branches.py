@@ -1,4 +1,4 @@
-"""Annealed evaluation at every epoch mark from one training run (the fair protocol of issue 5).
+"""Annealed evaluation at every epoch mark from one training run (docs/experiments.md).
 
 Reading "epoch k" off a long run whose learning rate is still high handicaps whichever model
 peaks early. Instead every mark gets its own annealed run, cheaply: with the ``wsd`` schedule

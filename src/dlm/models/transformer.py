@@ -8,7 +8,8 @@ a masked diffusion model is *not* in this file: it is the attention spec the cal
     net = Transformer(TransformerConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4))
     logits = net(ids, attn=Attention.bidirectional())            # [B, T, V]
 
-Contract (DESIGN.md #1): ``net(input_ids, attn=..., positions=None, cache=None) -> logits``.
+Contract 1 of docs/architecture.md:
+``net(input_ids, attn=..., positions=None, cache=None) -> logits``.
 """
 
 from __future__ import annotations

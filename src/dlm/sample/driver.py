@@ -1,4 +1,4 @@
-"""The reverse process: one loop for every model kind and decoding method (DESIGN.md contract 3).
+"""The reverse process: one loop for every model kind and decoding method (docs/architecture.md, 3).
 
 A canvas per row holds given tokens (prompt, template text) and MASKs; ragged rows are padded
 with PAD so their first MASKs share a slot, the padding hidden by a key padding mask, with RoPE
