@@ -204,30 +204,18 @@ def _decode(ns: argparse.Namespace, inputs: list[str], run) -> int:
 
 @contextmanager
 def decode_progress(mask_id: int, enabled: bool = True):
-    """An ``on_tokens`` hook that shows a transient rich bar (tokens decoded, ETA) on a
-    terminal, so a long decode is not silent; None (no hook) elsewhere."""
-    from rich.console import Console
+    """An ``on_tokens`` hook drawing tokens decoded (and the ETA) on a terminal, so a long
+    decode is not silent; None (no hook) elsewhere."""
+    from .progress import terminal_bar
 
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("decoding"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("decoding", total=None)
+    with terminal_bar("decoding", enabled=enabled) as update:
+        if update is None:
+            yield None
+            return
 
         def on_tokens(step, state) -> None:
             total = int((state.valid & ~state.fixed).sum())  # the slots that started masked
-            left = int((state.canvas == mask_id).sum())
-            bar.update(task, total=total, completed=total - left)
+            update(total - int((state.canvas == mask_id).sum()), total)
 
         yield on_tokens
 

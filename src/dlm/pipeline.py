@@ -426,9 +426,10 @@ class Model:
         if "generation" not in self.config:  # a dlm SFT run's sampler defaults come along
             from .models.formats import CONFIG_FILE, is_dlm_dir, read_config
 
-            if (local / CONFIG_FILE).is_file() and is_dlm_dir(local) and \
-                    "generation" in read_config(local):
-                self.config["generation"] = read_config(local)["generation"]
+            if (local / CONFIG_FILE).is_file() and is_dlm_dir(local):
+                run = read_config(local)
+                if "generation" in run:
+                    self.config["generation"] = run["generation"]
         return name
 
     def set_adapter_weights(self, weights: dict[str, float]) -> None:

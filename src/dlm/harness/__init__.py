@@ -34,7 +34,6 @@ with the same batch size.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import warnings
 from contextlib import contextmanager
 
@@ -52,22 +51,19 @@ _SAMPLE_FIELDS = {f.name for f in dataclasses.fields(SampleConfig)}
 
 @contextmanager
 def _progress(total: int, what: str, disable: bool):
-    """A rich progress bar on a terminal (rate, ETA); nothing otherwise."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    """``advance(n=1)``: a bar over the requests on a terminal (dlm.progress); nothing
+    otherwise."""
+    from ..progress import terminal_bar
 
-    if disable or not sys.stderr.isatty():
-        yield lambda n=1: None
-        return
-    with Progress(TextColumn(f"dlm · {what}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    with terminal_bar(f"dlm · {what}", total, enabled=not disable) as update:
+        done = [0]
+
+        def advance(n: int = 1) -> None:
+            done[0] += n
+            if update is not None:
+                update(done[0])
+
+        yield advance
 
 
 def parse_adapters(text: str | None) -> list[tuple[str, float]]:
