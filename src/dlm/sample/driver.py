@@ -137,13 +137,14 @@ def default_gen_length(max_len: int, prompt_len: int, kind: str, cfg: SampleConf
                        align: int = 1) -> int:
     """``DEFAULT_GEN_LENGTH`` new tokens, or, for a canvas that must fit the window, what fits
     after the longest prompt (bd3lm: whole blocks after the prompt's block)."""
+    whole = max(align, DEFAULT_GEN_LENGTH // align * align)  # in whole blocks
     if slides(kind, cfg):
-        return max(align, DEFAULT_GEN_LENGTH // align * align)
+        return whole
     room = (max_len - -(-prompt_len // align) * align) // align * align
     if room < 1:
         raise DLMError(f"the prompt ({prompt_len} tokens) leaves no room to generate in the "
                        f"model's context of {max_len} tokens; shorten it")
-    return min(DEFAULT_GEN_LENGTH // align * align or align, room)
+    return min(whole, room)
 
 
 @torch.no_grad()
