@@ -264,9 +264,9 @@ def test_gen_kwargs_map_onto_the_sampler_and_empty_continuations_score_zero(trai
     assert scores[0] == (0.0, True) and scores[1][0] < 0
 
 
-def test_guidance_keeps_a_shifted_models_bos_and_ignores_padding(tmp_path):
-    """Dream (shifted logits), two pairs of different lengths (left padding): the
-    unconditional pass masks each row's context but not its BOS, and padding stays padding."""
+def test_guidance_masks_a_shifted_models_context_and_ignores_padding(tmp_path):
+    """Dream (shifted logits, no BOS), two pairs of different lengths (left padding): the
+    unconditional pass masks each row's whole context, and padding stays padding."""
     from dlm.diffusion.likelihood import sequence_logprob
     from dlm.sample.driver import left_pad
     from tests.models.test_hf import DREAM_CONFIG, MASK, dream_weights, write_checkpoint
@@ -280,9 +280,9 @@ def test_guidance_keeps_a_shifted_models_bos_and_ignores_padding(tmp_path):
     target = torch.zeros_like(valid)
     for r, (_, b) in enumerate(pairs):
         target[r, ids.shape[1] - len(b):] = True
-    first = valid.long().argmax(1)
-    context = valid & ~target & (torch.arange(ids.shape[1])[None, :] != first[:, None])
-    assert context.sum() == 3 + 5  # the BOS (EOS here) and the padding are not context
+    assert model._bos() == []
+    context = valid & ~target
+    assert context.sum() == 3 + 5  # the padding is not context
     net = model.network
 
     class Guided(torch.nn.Module):

@@ -33,7 +33,16 @@ from .errors import DLMError
 from .models.formats import load_checkpoint, save_model_dir
 from .models.transformer import Transformer
 from .sample.config import SampleConfig
-from .sample.driver import LogitsHook, TokensHook, denoise, generate, left_pad, logit_shift
+from .sample.driver import (
+    LogitsHook,
+    TokensHook,
+    bos_ids,
+    denoise,
+    generate,
+    left_pad,
+    logit_shift,
+)
+from .sample.strategies import unwritable
 from .sample.templates import build_canvas, parse_template, read_fillings
 from .sample.trace import Trace, TraceStep
 
@@ -156,8 +165,8 @@ class Model:
         return text
 
     def _bos(self) -> list[int]:
-        """A BOS before every canvas of a shifted-logit model (as ``generate`` does)."""
-        return [self.eos_id] if logit_shift(self.network, self.kind) else []
+        """What goes before every text (an AR model's BOS), as ``generate`` does."""
+        return bos_ids(self.kind, self.eos_id)
 
     def _need_diffusion(self, what: str) -> None:
         if self.kind == "ar":
@@ -283,7 +292,7 @@ class Model:
             logits = self.network(xt, attn=self.network.default_attention)
         if logit_shift(self.network, self.kind):
             logits = shift_right(logits)
-        logits[..., [self.mask_id, self.pad_id]] = -math.inf  # never "preferred"
+        logits[..., unwritable(self.mask_id, self.pad_id, self.eos_id)] = -math.inf
         lp = torch.log_softmax(logits.double(), -1)  # [passes, n, V]
         gap = lp.max(-1).values - lp.gather(-1, x[None, :, None].expand(passes, -1, 1)) \
             .squeeze(-1)

@@ -210,13 +210,13 @@ def test_dream_loads_matches_the_reference_and_reads_logits_one_slot_early(tmp_p
     assert cfg.qkv_bias and cfg.shift_logits and cfg.n_kv_heads == 2 and cfg.max_seq_len == 2048
     torch.testing.assert_close(logits_of(model), dream_reference(sd, IDS), atol=1e-4, rtol=1e-4)
     # one greedy step fills the slot after the prompt from the logits of the prompt's last
-    # token (the sampler puts a BOS, here EOS, before the canvas of a shifted model)
+    # token (no BOS before the prompt, as in Dream's own sampler)
     prompt = [3, 17, 8, 40]
     out = model.generate(model.tokenizer.decode(prompt), steps=1, gen_length=1, block_length=1,
                          temperature=0.0, remasking="low_confidence")
-    ref = dream_reference(sd, torch.tensor([[EOS, *prompt, MASK]]))[0]
-    ref[:, [MASK, EOS]] = -math.inf  # never drawn (EOS is also the pad token here)
-    shifted, unshifted = ref[len(prompt)].argmax().item(), ref[len(prompt) + 1].argmax().item()
+    ref = dream_reference(sd, torch.tensor([[*prompt, MASK]]))[0]
+    ref[:, MASK] = -math.inf  # never drawn (EOS, which is also the pad token here, may be)
+    shifted, unshifted = ref[len(prompt) - 1].argmax().item(), ref[len(prompt)].argmax().item()
     assert shifted != unshifted  # so a missing shift would fail here
     assert out.tokens[0] == [shifted]
 

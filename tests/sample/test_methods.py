@@ -759,28 +759,33 @@ def test_min_length_forbids_early_eos(kind):
     assert free.tokens[0] == [EOS] * 8
 
 
-def test_shifted_logits_prepend_bos_and_read_the_previous_slot():
+def test_shifted_logits_read_the_previous_slot_without_a_bos():
     """``follow``: a slot's logits strongly predict (its input + 1). Read from slot i - 1, the
-    prompt's last token 20 predicts 21 for the first generated slot, which then predicts 22..."""
+    prompt's last token 20 predicts 21 for the first generated slot, which then predicts 22...
+    As in Dream's own sampler, nothing is put before the prompt."""
     table = table_of({}, default=dist({0: 0.5, 1: 0.5}))
     shifted = TableNet(table, shift_logits=True, follow=True)
     gen = run(shifted, [[19, 20]], steps=4, gen_length=4)
     assert gen.tokens == [[21, 22, 23, 24]]
-    assert gen.canvases == [[EOS, 19, 20, 21, 22, 23, 24]]
-    assert shifted.inputs[0][0].tolist() == [EOS, 19, 20, MASK, MASK, MASK, MASK]
-    assert gen.trace.initial[0][0] == EOS and gen.trace.prompt_lengths == [3]
-    assert commits(gen) == [[3], [4], [5], [6]]  # left to right: each is known once its left is
+    assert gen.canvases == [[19, 20, 21, 22, 23, 24]]
+    assert shifted.inputs[0][0].tolist() == [19, 20, MASK, MASK, MASK, MASK]
+    assert gen.trace.initial[0][0] == 19 and gen.trace.prompt_lengths == [2]
+    assert commits(gen) == [[2], [3], [4], [5]]  # left to right: each is known once its left is
     assert_replays(gen)
-    # the same network unshifted reads each slot's own (MASK) input: no BOS, the table's argmax
+    # the same network unshifted reads each slot's own (MASK) input: the table's argmax
     plain = TableNet(table, follow=True)
     gen = run(plain, [[19, 20]], steps=4, gen_length=4)
     assert gen.canvases == [[19, 20, 0, 0, 0, 0]]
+    # nothing before the first slot predicts it: an empty prompt is refused, ragged rows fine
+    with pytest.raises(DLMError, match="cannot fill the first position"):
+        run(shifted, [[]], steps=4, gen_length=4)
+    assert run(shifted, [[20], [18, 19, 20]], steps=2, gen_length=2).tokens == [[21, 22]] * 2
 
 
-def test_cfg_unconditional_pass_keeps_the_bos_of_a_shifted_model():
+def test_cfg_unconditional_pass_masks_every_given_token_of_a_shifted_model():
     net = TableNet(table_of({}), shift_logits=True)
     run(net, [[19, 20]], steps=2, gen_length=2, cfg_scale=1.0)
-    assert net.inputs[0].tolist() == [[EOS, 19, 20, MASK, MASK], [EOS, MASK, MASK, MASK, MASK]]
+    assert net.inputs[0].tolist() == [[19, 20, MASK, MASK], [MASK, MASK, MASK, MASK]]
 
 
 # ----------------------------------------------------------------------------------------------

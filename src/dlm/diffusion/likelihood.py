@@ -290,8 +290,7 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
     restricted to the targets): K stratified mask counts m of the row's n targets, a random
     m-subset masked, weight n / m. Seeded, so the same inputs give the same estimate.
     ``cfg_scale`` > 0 (diffusion, as LLaDA's evaluation): the logits are u + (s + 1)(c - u),
-    u from a pass that sees the context (every non-target token but a shifted model's BOS,
-    the first real slot) masked too.
+    u from a pass that sees the context (every non-target token) masked too.
     """
     R, S = ids.shape
     device = ids.device
@@ -302,8 +301,6 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
     if cfg_scale and kind == "ar":
         raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
     context = valid & ~target
-    if shift:  # the BOS stays: it is where a shifted model reads its first prediction
-        context &= torch.arange(S, device=device)[None, :] != valid.long().argmax(1)[:, None]
 
     def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [K*R, S]: log p(ids at slot)
         n = len(inp) // R

@@ -69,7 +69,10 @@ GENERATION_DEFAULTS = {
     # LLaDA's chat demo uses blocks of 32; its base-model evaluation one block: no default
     "llada": {"steps": 128, "gen_length": 128, "temperature": 0.0,
               "remasking": "low_confidence"},
-    "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin"},
+    # Dream's DreamGenerationConfig: alg origin, eps 1e-3; its counts, and its scores on the
+    # distribution tokens are drawn from, for the other algs
+    "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin",
+              "transfer": "dream", "eps": 1e-3, "confidence": "sampled"},
 }
 
 

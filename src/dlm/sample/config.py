@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import DLMError
 
 REMASKING = ("low_confidence", "random", "margin", "entropy", "origin")
-TRANSFER = ("even", "linear", "cosine")
+TRANSFER = ("even", "linear", "cosine", "dream")
+CONFIDENCE = ("model", "sampled")
 CACHES = ("none", "prefix", "dual", "exact")
 REMASK_VARIANTS = ("cap", "rescale", "conf")
 DEFAULT_GEN_LENGTH = 128  # new tokens when gen_length is not given (mdlm: at most what fits)
@@ -60,8 +61,17 @@ class SampleConfig:
     remasking: str = _f("low_confidence", "score deciding which masked positions to commit: "
                         "probability, random, top1-top2 margin, -entropy; origin = Dream's "
                         "commit-each-with-probability-1-s/t", choices=REMASKING)
-    transfer: str = _f("even", "how many to commit per step: LLaDA's even split per block, or "
-                       "from the linear / cosine alpha(t) schedule", choices=TRANSFER)
+    transfer: str = _f("even", "how many to commit per step: LLaDA's even split per block, "
+                       "from the linear / cosine alpha(t) schedule, or Dream's: int(m * (1 - "
+                       "s/t)) of the m masks left, t on linspace(1, eps, steps + 1)",
+                       choices=TRANSFER)
+    eps: float = _f(1e-3, "Dream's last time point: its transfer rule and origin remasking run "
+                    "t over linspace(1, eps, steps + 1)")
+    confidence: str = _f("model", "the distribution scores are computed on: model = the "
+                         "network's (LLaDA), renormalised over the top-k / top-p set; sampled "
+                         "= the one tokens are drawn from, temperature included, top-p applied "
+                         "before top-k (Dream)",
+                         choices=CONFIDENCE)
     alg_temp: float | None = _f(None, "sample positions from softmax(score / alg_temp) instead "
                                 "of taking the top ones (Dream)")
     threshold: float | None = _f(None, "Fast-dLLM: commit every masked position whose score "
@@ -141,10 +151,13 @@ class SampleConfig:
         if self.steps is not None and self.steps < 1:
             bad(f"steps must be >= 1 (got {self.steps})")
         for name, choices in (("remasking", REMASKING), ("transfer", TRANSFER),
+                              ("confidence", CONFIDENCE),
                               ("cache", CACHES), ("remask_variant", REMASK_VARIANTS)):
             if getattr(self, name) not in choices and not (name == "cache" and
                                                           self.cache is None):
                 bad(f"unknown {name} {getattr(self, name)!r}; choose from {', '.join(choices)}")
+        if not 0 < self.eps < 1:
+            bad(f"eps must be in (0, 1) (got {self.eps})")
         if self.temperature < 0:
             bad(f"temperature must be >= 0 (got {self.temperature})")
         if self.top_k is not None and self.top_k < 1:

@@ -47,6 +47,7 @@ from .strategies import (
     scores,
     select_top,
     threshold_count,
+    unwritable,
 )
 from .trace import Trace, TraceStep
 
@@ -86,6 +87,14 @@ def logit_shift(network, kind: str) -> int:
     return 1 if kind == "ar" or getattr(network.config, "shift_logits", False) else 0
 
 
+def bos_ids(kind: str, eos_id: int) -> list[int]:
+    """What goes before every text: AR models read their first token's prediction from a BOS
+    (the EOS id: "a document starts"); diffusion models get none. A shifted-logit diffusion
+    model (Dream) reads slot i from slot i - 1 as Dream's own sampler does, so its first slot
+    is the prompt's first token and an empty prompt is refused (docs/sampling.md)."""
+    return [eos_id] if kind == "ar" else []
+
+
 @torch.no_grad()
 def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str, mask_id: int,
              eos_id: int, pad_id: int, record_trace: bool = True,
@@ -107,8 +116,7 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
         if cfg.gen_length is not None and cfg.gen_length % align:
             raise DLMError(f"gen_length ({cfg.gen_length}) must be a multiple of the model's "
                            f"block size ({align})")
-    if logit_shift(network, kind):  # a BOS (the EOS id: "a document starts") predicts token 0
-        prompts = [[eos_id, *p] for p in prompts]
+    prompts = [[*bos_ids(kind, eos_id), *p] for p in prompts]
     if cfg.gen_length is None:
         cfg = cfg.replace(gen_length=default_gen_length(
             network.config.max_seq_len, max(len(p) for p in prompts), kind, cfg, align))
@@ -194,7 +202,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     slot = torch.arange(S, device=device)[None, :]
     fixed = (canvas != mask_id) | ~valid
     if shift and bool(((canvas == mask_id) & (slot == pad_offset[:, None])).any()):
-        raise DLMError("a model with shifted logits cannot fill the first position")
+        raise DLMError("a model with shifted logits (Dream-style) reads each token from the "
+                       "slot before it, so it cannot fill the first position: give a prompt "
+                       "(or text before the first masked span)")
     banned_eos = torch.zeros_like(fixed)
     if no_eos is not None:
         banned_eos = pad_rows([[int(x) for x in r] for r in no_eos for _ in range(expand)],
@@ -207,12 +217,12 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     if cfg.beam_width > 1:  # only the first copy of each input starts: no duplicate beams
         state.logprob.view(n_in, expand)[:, 1:] = NEG_INF
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    # the condition CFG removes: given tokens, except a shifted model's BOS
-    cond = fixed & valid & (slot != pad_offset[:, None]) if shift else fixed & valid
+    cond = fixed & valid  # the condition CFG removes: every given token
     forward = _Forward(network, kind, cfg, mask_id, shift, cond)
     trace = Trace(kind, mask_id, [list(c) for c in rows], plen.tolist()) \
         if record_trace else None
     eos = eos_id if cfg.stop_at_eos else None
+    never = unwritable(mask_id, pad_id, eos_id)
     parents: list[Tensor | None] = []  # beam search: where each row came from, per step
     ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
     block_len, plan = plan_blocks(kind, cfg, state.canvas[:, first:] == mask_id,
@@ -236,7 +246,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 if logits is None:
                     raise DLMError("on_logits must return the logits")
             step = _decode_step(state, logits, cfg, i, steps_per_block, targets,
-                                in_block.sum(1), generator, mask_id, pad_id, eos_id,
+                                in_block.sum(1), generator, mask_id, never, eos_id,
                                 banned_eos[:, start:end])
             src = None
             if cfg.beam_width > 1:
@@ -458,9 +468,9 @@ def _targets(in_block: Tensor, steps: Tensor, cfg: SampleConfig) -> Tensor:
                      and cfg.remask_t_off <= x <= cfg.remask_t_on) for x in t.tolist()]
         moving = n - sum(hold)
         if not any(hold) or moving < 1:
-            out[rows, :n] = masked_targets(in_block[rows], n, cfg.transfer)
+            out[rows, :n] = masked_targets(in_block[rows], n, cfg.transfer, cfg.eps)
             continue
-        base = masked_targets(in_block[rows], moving, cfg.transfer)
+        base = masked_targets(in_block[rows], moving, cfg.transfer, cfg.eps)
         j, last = 0, in_block[rows].sum(1)
         for col, h in enumerate(hold):
             if not h:
@@ -471,23 +481,38 @@ def _targets(in_block: Tensor, steps: Tensor, cfg: SampleConfig) -> Tensor:
 
 
 def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, steps: Tensor,
-                 targets: Tensor, n_block: Tensor, generator, mask_id: int, pad_id: int,
+                 targets: Tensor, n_block: Tensor, generator, mask_id: int, never: list[int],
                  eos_id: int, no_eos: Tensor) -> Step:
     start, end = state.start, state.end
     masked = state.canvas[:, start:end] == mask_id  # [R, L]
-    # MASK and PAD are never candidates (a trained model gives them ~0 probability; this keeps
-    # "every slot gets a real token" true for any network), nor EOS where it is banned
-    # (min_length, exact infill spans, edits); top-k / top-p then choose among the rest.
-    # Scores see the distribution without the top-k / top-p cut-off only (as in LLaDA, the
-    # suppressed special tokens keep their probability mass there).
-    banned = logits.index_fill(-1, torch.tensor([mask_id, pad_id], device=logits.device),
-                               NEG_INF)
+    # EOS is not allowed where it is banned (min_length, exact infill spans, edits); top-k /
+    # top-p choose from the network's distribution (as LLaDA's and Dream's samplers, which
+    # suppress nothing else); then ``never`` (MASK, and PAD unless it is the EOS:
+    # ``unwritable``) is removed, so every slot gets a real token from any network (a trained
+    # one gives them ~0 probability). Scores are probabilities renormalised over the top-k /
+    # top-p set, suppressed tokens keeping their mass. Dream's convention (confidence
+    # "sampled") divides the logits by the temperature first and filters top-p before top-k:
+    # its sets and its scores are those of the distribution tokens are drawn from; LLaDA's
+    # ("model", with Hugging Face's top-k-then-top-p) scores the network's own.
+    temperature = cfg.temperature
+    if cfg.confidence == "sampled" and temperature > 0:
+        logits, temperature = logits.double() / temperature, 1.0
+    allowed = logits
     if no_eos.any():
-        banned[..., eos_id] = banned[..., eos_id].masked_fill(no_eos, NEG_INF)
-    candidates = filter_logits(banned, cfg.top_k, cfg.top_p)
+        allowed = logits.clone()
+        allowed[..., eos_id] = allowed[..., eos_id].masked_fill(no_eos, NEG_INF)
+    never_t = torch.tensor(never, device=logits.device)
+    dream = cfg.confidence == "sampled"
+    kept = filter_logits(allowed, cfg.top_k, cfg.top_p, top_p_first=dream)
+    candidates = kept.index_fill(-1, never_t, NEG_INF)
     if cfg.top_k is not None or cfg.top_p is not None:
-        logits = logits.masked_fill((candidates == NEG_INF) & (banned > NEG_INF), NEG_INF)
-    x0 = sample_tokens(candidates, cfg.temperature, generator)
+        logits = logits.masked_fill((kept == NEG_INF) & (allowed > NEG_INF), NEG_INF)
+        empty = (candidates == NEG_INF).all(-1, keepdim=True)  # the set held only MASK / PAD
+        if bool(empty.any()):
+            candidates = torch.where(empty, filter_logits(
+                allowed.index_fill(-1, never_t, NEG_INF), cfg.top_k, cfg.top_p, dream),
+                candidates)
+    x0 = sample_tokens(candidates, temperature, generator)
     logprob = torch.zeros(x0.shape, dtype=torch.float64, device=x0.device)
     if cfg.beam_width > 1:  # the beam score; nothing else needs it
         logprob = torch.log_softmax(candidates.double(), -1).gather(-1, x0[..., None]) \
@@ -495,7 +520,7 @@ def _decode_step(state: DecodeState, logits: Tensor, cfg: SampleConfig, i: int, 
     score = torch.where(masked, scores(logits, x0, cfg.remasking, generator), NEG_INF)
     remask = torch.zeros_like(masked)
     if cfg.remasking == "origin":
-        commit = origin_commit(score, masked, i, steps)
+        commit = origin_commit(score, masked, i, steps, cfg.eps)
     else:
         if cfg.threshold is not None:
             k = threshold_count(score, cfg.threshold)

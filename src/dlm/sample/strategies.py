@@ -3,8 +3,9 @@
 * which tokens: ``filter_logits`` (top-k / top-p), ``sample_tokens`` (Gumbel-max)
 * which positions: ``scores`` (low_confidence, random, margin, entropy), ``select_top``
   (the k best, or sampled with ``alg_temp``), ``origin_commit`` (Dream's 1 - s/t coin flips)
-* how many: ``masked_targets`` (LLaDA's even split or alpha(t)), ``threshold_count`` and
-  ``factor_count`` (Fast-dLLM), ``remask_sigma`` (ReMDM)
+* how many: ``masked_targets`` (LLaDA's even split, alpha(t), or Dream's eps schedule),
+  ``threshold_count`` and ``factor_count`` (Fast-dLLM), ``remask_sigma`` (ReMDM)
+* which tokens are never written: ``unwritable`` (MASK, and PAD unless it is the EOS)
 
 Every function works on a whole batch of rows [B, ...] at once.
 """
@@ -21,6 +22,13 @@ from ..diffusion.schedules import get_schedule
 NEG_INF = float("-inf")
 
 
+def unwritable(mask_id: int, pad_id: int, eos_id: int) -> list[int]:
+    """Token ids the sampler never writes: MASK, and PAD where it is a token of its own. LLaDA
+    and Dream pad with their EOS (pad_token_id == eos_token_id): there PAD *is* the end of the
+    text, which an instruct model writes to finish its answer, so it stays writable."""
+    return [mask_id] if pad_id == eos_id else [mask_id, pad_id]
+
+
 def num_transfer_tokens(mask_index: Tensor, steps: int) -> Tensor:
     """Tokens to commit at each step [B, steps] so a block's masks are gone after ``steps``.
 
@@ -33,22 +41,39 @@ def num_transfer_tokens(mask_index: Tensor, steps: int) -> Tensor:
     return out
 
 
-def masked_targets(mask_index: Tensor, steps: int, transfer: str = "even") -> Tensor:
+def masked_targets(mask_index: Tensor, steps: int, transfer: str = "even",
+                   eps: float = 1e-3) -> Tensor:
     """How many masks each row should have left after each step [B, steps] (last column 0).
 
     ``even``: LLaDA's split (``num_transfer_tokens``). ``linear`` / ``cosine``: the masked
     fraction 1 - alpha(t) of that schedule at the step's end time t = 1 - (i + 1) / steps.
+    ``dream``: Dream's ``_sample``: step i commits int(m * (1 - s / t)) of the m masks left,
+    t -> s consecutive points of linspace(1, eps, steps + 1), in float32 as Dream computes it,
+    and every mask left at the last step.
     """
     n = mask_index.sum(dim=1, keepdim=True)  # [B, 1]
     if transfer == "even":
         return n - num_transfer_tokens(mask_index, steps).cumsum(1)
+    if transfer == "dream":
+        times = torch.linspace(1, eps, steps + 1, dtype=torch.float32)
+        left, out = n.float(), torch.zeros(n.shape[0], steps, dtype=torch.long,
+                                            device=n.device)
+        for i in range(steps - 1):
+            left = left - torch.floor(left * (1 - times[i + 1] / times[i]))
+            out[:, i] = left[:, 0].long()
+        return out
     t = 1.0 - torch.arange(1, steps + 1, dtype=torch.float64, device=n.device) / steps
     frac = 1.0 - get_schedule(transfer).alpha(t)  # [steps], ends at 0
     return torch.round(n.double() * frac[None, :]).long().clamp(min=0)
 
 
-def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None) -> Tensor:
-    """Set to -inf every token outside the top-k / nucleus (top-p) set. logits [..., V]."""
+def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None,
+                  top_p_first: bool = False) -> Tensor:
+    """Set to -inf every token outside the top-k / nucleus (top-p) set. logits [..., V].
+    Top-k first, then the nucleus of what is left (Hugging Face's order), or with
+    ``top_p_first`` the nucleus of the whole distribution, then its top k (Dream's order)."""
+    if top_p_first and top_p is not None:
+        return filter_logits(filter_logits(logits, None, top_p), top_k, None)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, NEG_INF)
