@@ -470,9 +470,9 @@ class Model:
         return self
 
     def save_pretrained(self, path: str | Path) -> str:
-        """Write the published layout (LLaDA, or Dream for shifted-logit models) with a
-        generation_config.json holding this model's sampler defaults; dlm.load reads it back.
-        Returns the architecture written."""
+        """Write the published layout (LLaDA; Dream for shifted-logit models; LLaDA-MoE or
+        LLaDA2 for a mixture of experts) with a generation_config.json holding this model's
+        sampler defaults; dlm.load reads it back. Returns the architecture written."""
         from dataclasses import asdict
 
         from .models.hf import export_hf
@@ -480,7 +480,7 @@ class Model:
         defaults = {k: v for k, v in asdict(self.sample_config()).items()
                     if k in ("steps", "gen_length", "block_length", "remasking", "temperature",
                              "top_k", "top_p", "alg_temp", "threshold", "cfg_scale",
-                             "min_length")}
+                             "min_length", "transfer", "eps", "confidence")}
         return export_hf(path, self.network, self.tokenizer, self.config, defaults)
 
     def save(self, path: str | Path) -> None:

@@ -131,12 +131,14 @@ def test_exact_cache_gives_the_same_tokens_as_no_cache(bd3lm, temperature):
     kw = dict(gen_length=16, steps=8, temperature=temperature, seed=3, stop_at_eos=False)
     exact = bd3lm.generate(prompts, trace=True, **kw)
     none = bd3lm.generate(prompts, trace=True, cache="none", **kw)
-    assert exact.tokens == none.tokens
-    assert exact.nfe == none.nfe == 8  # 4 blocks x 2 steps
-    for b in range(2):  # blocks are decoded left to right, block_size at a time
+    assert exact.tokens == none.tokens and len(exact.tokens[0]) == 16
+    assert exact.nfe == none.nfe
+    for b in range(2):  # blocks of 4 counted from the text's start, decoded left to right
         row = exact.trace.row(b)
+        first_block = row.prompt_lengths[0] // 4  # its tail decodes with the first new tokens
+        assert row.steps[0].block == 0
         for s in row.steps:
-            start = row.prompt_lengths[0] + 4 * s.block
+            start = 4 * (first_block + s.block)
             assert all(start <= p < start + 4 for p in s.positions[0])
 
 
@@ -162,8 +164,8 @@ def test_bd3lm_knobs_give_one_clear_error(bd3lm, small_corpus, tmp_path):
     from dlm.errors import DLMError
     from tests.conftest import train_tiny
 
-    with pytest.raises(DLMError, match="multiple of the model's block size"):
-        bd3lm.generate("ROMEO", gen_length=10)
+    # any length: the canvas is rounded up to whole blocks, the text cut to gen_length
+    assert len(bd3lm.generate("ROMEO", gen_length=10, stop_at_eos=False).tokens[0]) == 10
     with pytest.raises(DLMError, match="block_length"):
         bd3lm.generate("ROMEO", gen_length=8, block_length=4)
     with pytest.raises(DLMError, match="exact"):
@@ -229,11 +231,11 @@ def test_bd3lm_generates_past_its_context_in_whole_blocks():
     net = tiny_net(max_seq_len=W)
     net.default_attention = Attention.block_causal(bs)
     spy = WindowSpy(net)
-    cfg = SampleConfig(gen_length=48, steps=24, stop_at_eos=False)
+    cfg = SampleConfig(gen_length=48, stop_at_eos=False)  # each block: half its masks in steps
     gen = generate(spy, [[3, 14, 15]], cfg, kind="bd3lm", mask_id=MASK, eos_id=38, pad_id=39)
     assert len(gen.tokens[0]) == 48 and MASK not in gen.tokens[0]
     assert max(spy.seen) <= W
-    short = generate(net, [[3, 14, 15]], cfg.replace(gen_length=8, steps=4), kind="bd3lm",
+    short = generate(net, [[3, 14, 15]], cfg.replace(gen_length=8), kind="bd3lm",
                      mask_id=MASK, eos_id=38, pad_id=39)
     assert gen.tokens[0][:8] == short.tokens[0]  # inside the window nothing changes
     with pytest.raises(DLMError, match="window"):
@@ -277,5 +279,5 @@ def test_bd3lm_from_the_cli(bd3lm, small_corpus, tmp_path, capsys):
     assert main(["train", "--kind", "mdlm", "--block-size", "4", "--out",
                  str(tmp_path / "b"), *common]) == 2
     assert "bd3lm only" in capsys.readouterr().err
-    assert main(["sample", run, "ROMEO", "--gen-length", "6"]) == 2
-    assert "block size" in capsys.readouterr().err
+    assert main(["sample", run, "ROMEO", "--gen-length", "8", "--block-length", "4"]) == 2
+    assert "block_length" in capsys.readouterr().err

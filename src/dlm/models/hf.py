@@ -1,16 +1,25 @@
 """Published diffusion LM checkpoints (Hugging Face layout) onto our ``Transformer``.
 
 A Hugging Face model directory holds ``config.json``, the weights as ``model.safetensors`` or as
-shards listed in ``model.safetensors.index.json``, and ``tokenizer.json``. Two architectures
-are mapped, both Llama-style decoders run without a causal mask:
+shards listed in ``model.safetensors.index.json``, and ``tokenizer.json``. Four families are
+mapped, all Llama-style decoders run without a causal mask:
 
 * **LLaDA** (``model_type: llada``; GSAI-ML/LLaDA-8B-*): OLMo-style names
   (``model.transformer.blocks.N.ff_proj`` is the SiLU gate, ``up_proj`` the up projection,
   ``ff_out`` the down projection, and the top-level ``model.transformer.ff_out`` the head);
 * **Dream** (``model_type: Dream``; Dream-org/Dream-v0-*-7B): Qwen2 names, q/k/v with bias,
-  and logits shifted by one (slot i's token is read from the logits at i - 1).
+  and logits shifted by one (slot i's token is read from the logits at i - 1);
+* **LLaDA-MoE** (inclusionAI/LLaDA-MoE-7B-A1B-*; its config also says ``model_type: llada``,
+  so it is told by its MoE keys): Qwen2-style names, per-head q/k norms, a mixture of experts
+  with softmax routing (``mlp.gate``, ``mlp.experts.E``, an optional ``mlp.expert_bias``, a
+  shared expert at ``layers.N.shared_expert``);
+* **LLaDA2** (``model_type: llada2_moe``; inclusionAI/LLaDA2.0-mini / -flash): block
+  diffusion (block-causal attention, blocks of 32 counted from the text's first token), fused
+  ``attention.query_key_value``, q/k norms, partial rotary, the first layers dense, then
+  experts with group-limited sigmoid routing and one shared expert.
 
-Only names are changed: no tensor is transposed or split. Weights are read tensor by tensor
+Only names are changed, except LLaDA2's fused q/k/v, which is split into q, k and v by rows
+(and joined again on export); no tensor is transposed. Weights are read tensor by tensor
 from safetensors in their stored dtype (or cast to ``dtype`` one at a time), so no full fp32
 copy is made. Every published tensor must map to one of ours and every one of ours must be
 present with the right shape; otherwise the error names the file and the key.
@@ -35,7 +44,9 @@ from .transformer import Transformer, TransformerConfig
 INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
 
 _LB = r"model\.transformer\.blocks\.(\d+)\."  # a LLaDA block
-_DL = r"model\.layers\.(\d+)\."  # a Dream layer
+_DL = r"model\.layers\.(\d+)\."  # a Dream (Qwen2-style) layer; LLaDA-MoE's and LLaDA2's too
+_EXPERTS = (_DL + r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight",
+            r"blocks.\1.mlp.experts.\2.\3_proj.weight")
 
 # (published name pattern, our name); the first match wins, None = known and ignored
 RENAMES: dict[str, list[tuple[str, str | None]]] = {
@@ -62,7 +73,43 @@ RENAMES: dict[str, list[tuple[str, str | None]]] = {
         (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),
         (r".*rotary_emb\.inv_freq", None),  # a recomputed buffer some exports include
     ],
+    "llada_moe": [
+        (r"model\.embed_tokens\.weight", "embed_tokens.weight"),
+        (r"model\.norm\.weight", "norm.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+        (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+        (_DL + r"self_attn\.([qkvo])_proj\.weight", r"blocks.\1.attn.\2_proj.weight"),
+        (_DL + r"self_attn\.([qk])_norm\.weight", r"blocks.\1.attn.\2_norm.weight"),
+        (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
+        (_DL + r"mlp\.gate\.weight", r"blocks.\1.mlp.router.weight"),
+        (_DL + r"mlp\.expert_bias", r"blocks.\1.mlp.expert_bias"),
+        _EXPERTS,
+        (_DL + r"shared_expert\.(gate|up|down)_proj\.weight",
+         r"blocks.\1.mlp.shared.\2_proj.weight"),
+        (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),  # dense
+        (r".*rotary_emb\.inv_freq", None),
+    ],
+    "llada2": [
+        (r"model\.word_embeddings\.weight", "embed_tokens.weight"),
+        (r"model\.norm\.weight", "norm.weight"),
+        (r"lm_head\.weight", "lm_head.weight"),
+        (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+        (_DL + r"attention\.query_key_value\.(weight|bias)",  # split by rows into q | k | v
+         (r"blocks.\1.attn.q_proj.\2", r"blocks.\1.attn.k_proj.\2", r"blocks.\1.attn.v_proj.\2")),
+        (_DL + r"attention\.query_layernorm\.weight", r"blocks.\1.attn.q_norm.weight"),
+        (_DL + r"attention\.key_layernorm\.weight", r"blocks.\1.attn.k_norm.weight"),
+        (_DL + r"attention\.dense\.weight", r"blocks.\1.attn.o_proj.weight"),
+        (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
+        (_DL + r"mlp\.gate\.weight", r"blocks.\1.mlp.router.weight"),
+        (_DL + r"mlp\.gate\.expert_bias", r"blocks.\1.mlp.expert_bias"),
+        _EXPERTS,
+        (_DL + r"mlp\.shared_experts\.(gate|up|down)_proj\.weight",
+         r"blocks.\1.mlp.shared.\2_proj.weight"),
+        (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),  # dense
+        (r".*rotary_emb\.inv_freq", None),
+    ],
 }
+LLADA2_BLOCK = 32  # the block size LLaDA2 was trained and is sampled with (its generate())
 
 # the published samplers' defaults (LLaDA's generate.py / Dream's generation_config.json)
 GENERATION_DEFAULTS = {
@@ -73,6 +120,13 @@ GENERATION_DEFAULTS = {
     # distribution tokens are drawn from, for the other algs
     "dream": {"steps": 512, "gen_length": 512, "temperature": 0.0, "remasking": "origin",
               "transfer": "dream", "eps": 1e-3, "confidence": "sampled"},
+    # LLaDA's generate() (the LLaDA family's sampler; dllm runs LLaDA-MoE with it)
+    "llada_moe": {"steps": 128, "gen_length": 128, "temperature": 0.0,
+                  "remasking": "low_confidence"},
+    # LLaDA2's generate(): blocks of 32 (the model's), 32 steps each, every masked slot over
+    # 0.95 per step (at least one); it stops after the block that holds an EOS
+    "llada2": {"gen_length": 2048, "temperature": 0.0, "remasking": "low_confidence",
+               "threshold": 0.95},
 }
 
 
@@ -95,16 +149,23 @@ def generation_defaults(path: Path, arch: str) -> dict:
 
 
 def architecture(config: dict, where: Path) -> str:
-    """'llada' or 'dream' from a Hugging Face config.json; anything else is refused."""
+    """'llada', 'dream', 'llada_moe' or 'llada2' from a Hugging Face config.json; anything else
+    is refused. LLaDA-MoE's published config says model_type llada, like dense LLaDA: it is
+    told by its architecture name or its MoE keys."""
     names = [str(config.get("model_type", "")).lower(),
              *(str(a).lower() for a in config.get("architectures") or [])]
+    if any(n.startswith("llada2") for n in names):
+        return "llada2"
+    if any(n.startswith("lladamoe") for n in names) or (
+            any(n.startswith("llada") for n in names) and "num_experts" in config):
+        return "llada_moe"
     if any(n.startswith("llada") for n in names):
         return "llada"
     if any(n.startswith("dream") for n in names):
         return "dream"
     raise DLMError(f"{where}: unknown architecture (model_type {config.get('model_type')!r}, "
-                   f"architectures {config.get('architectures')}); dlm loads LLaDA and Dream "
-                   "checkpoints and its own")
+                   f"architectures {config.get('architectures')}); dlm loads LLaDA, "
+                   "LLaDA-MoE, LLaDA2 and Dream checkpoints and its own")
 
 
 def _need(config: dict, key: str, where: Path):
@@ -113,8 +174,82 @@ def _need(config: dict, key: str, where: Path):
     return config[key]
 
 
+def _common_refusals(c: dict, where: Path) -> None:
+    if c.get("rope_scaling"):
+        raise DLMError(f"{where}: rope_scaling {c['rope_scaling']} is not supported")
+    if c.get("use_sliding_window"):
+        raise DLMError(f"{where}: sliding-window attention is not supported")
+    if c.get("hidden_act", "silu") != "silu":
+        raise DLMError(f"{where}: hidden_act {c['hidden_act']!r} is not supported")
+
+
+def _rotary_dim(c: dict, head_dim: int, where: Path, default: float | None = None) -> int:
+    factor = c.get("partial_rotary_factor", default)
+    if factor is None or not 0 < factor <= 1 or int(head_dim * factor) % 2:
+        raise DLMError(f"{where}: partial_rotary_factor {factor!r} is not supported (need a "
+                       "fraction in (0, 1] of the head giving an even number of dims)")
+    return int(head_dim * factor)
+
+
+def translate_moe_config(arch: str, c: dict, where: Path) -> TransformerConfig:
+    """LLaDA-MoE's or LLaDA2's config.json -> ours (the keys each family's model code reads)."""
+    _common_refusals(c, where)
+    n_layers, n_heads = _need(c, "num_hidden_layers", where), _need(c, "num_attention_heads",
+                                                                    where)
+    d = _need(c, "hidden_size", where)
+    common = dict(vocab_size=_need(c, "vocab_size", where), d_model=d, n_layers=n_layers,
+                  n_heads=n_heads, n_kv_heads=c.get("num_key_value_heads") or n_heads,
+                  rope_theta=float(_need(c, "rope_theta", where)),
+                  tie_embeddings=bool(c.get("tie_word_embeddings", False)))
+    if arch == "llada_moe":
+        for key in ("attention_bias", "clip_qkv"):
+            if c.get(key):
+                raise DLMError(f"{where}: {key}={c[key]} is not supported")
+        freq = _need(c, "moe_layer_freq", where)
+        if not isinstance(freq, list) or len(freq) != n_layers:
+            raise DLMError(f"{where}: moe_layer_freq must list each of the {n_layers} layers")
+        shared = c.get("shared_expert_intermediate_size")
+        if shared is not None and shared < 0:
+            raise DLMError(f"{where}: shared_expert_intermediate_size {shared} is not a size "
+                           "(null: no shared expert)")
+        moe = [i for i, f in enumerate(freq) if f]
+        return TransformerConfig(
+            **common, d_ff=c.get("dense_intermediate_size") or _need(
+                c, "expert_intermediate_size", where),
+            max_seq_len=c.get("max_position_embeddings", 4096),
+            norm_eps=c.get("rms_norm_eps", 1e-5), qk_norm=bool(c.get("qk_layernorm")),
+            rotary_dim=_rotary_dim(c, d // n_heads, where),
+            n_experts=_need(c, "num_experts", where) if moe else 0,
+            experts_per_token=_need(c, "num_experts_per_tok", where) if moe else 0,
+            d_expert=_need(c, "expert_intermediate_size", where) if moe else None,
+            d_shared_expert=shared or 0, moe_layers=moe, router="softmax",
+            router_bias=bool(c.get("moe_router_enable_expert_bias")))
+    if c.get("use_bias", True):  # LLaDA2's code default: a bias on the attention output
+        raise DLMError(f"{where}: use_bias (an attention output bias) is not supported")
+    head = c.get("head_dim") or d // n_heads
+    experts = c.get("num_experts")
+    first_dense = c.get("first_k_dense_replace", 0)
+    moe = list(range(first_dense, n_layers)) if experts else []
+    shared = (c.get("num_shared_experts") or 0) * (c.get("moe_intermediate_size") or 0)
+    return TransformerConfig(
+        **common, head_size=head, d_ff=c.get("intermediate_size") or _need(
+            c, "moe_intermediate_size", where),
+        max_seq_len=c.get("max_position_embeddings", 16384),
+        norm_eps=c.get("rms_norm_eps", 1e-5), qkv_bias=bool(c.get("use_qkv_bias", False)),
+        qk_norm=bool(c.get("use_qk_norm", True)), rotary_dim=_rotary_dim(c, head, where, 0.5),
+        n_experts=experts if moe else 0,
+        experts_per_token=_need(c, "num_experts_per_tok", where) if moe else 0,
+        d_expert=_need(c, "moe_intermediate_size", where) if moe else None,
+        d_shared_expert=shared if moe else 0, moe_layers=moe, router="sigmoid",
+        router_bias=bool(moe), router_norm=True,
+        router_scale=float(c.get("routed_scaling_factor", 2.5)),
+        router_groups=c.get("n_group") or 1, router_topk_groups=c.get("topk_group") or 1)
+
+
 def translate_config(arch: str, c: dict, where: Path) -> TransformerConfig:
     """Our network config from a published config.json (unsupported variants refused)."""
+    if arch in ("llada_moe", "llada2"):
+        return translate_moe_config(arch, c, where)
     if arch == "llada":
         refuse = {"alibi": True, "rope": False, "attention_layer_norm": True,
                   "scale_logits": True, "input_emb_norm": True, "include_bias": True}
@@ -140,12 +275,7 @@ def translate_config(arch: str, c: dict, where: Path) -> TransformerConfig:
             rope_theta=float(c.get("rope_theta", 10000.0)), norm_eps=c.get("rms_norm_eps", 1e-5),
             qkv_bias=bool(c.get("include_qkv_bias", False)),
             tie_embeddings=bool(c.get("weight_tying", False)))
-    if c.get("rope_scaling"):
-        raise DLMError(f"{where}: rope_scaling {c['rope_scaling']} is not supported")
-    if c.get("use_sliding_window"):
-        raise DLMError(f"{where}: sliding-window attention is not supported")
-    if c.get("hidden_act", "silu") != "silu":
-        raise DLMError(f"{where}: hidden_act {c['hidden_act']!r} is not supported")
+    _common_refusals(c, where)
     n_heads = _need(c, "num_attention_heads", where)
     return TransformerConfig(
         vocab_size=_need(c, "vocab_size", where), d_model=_need(c, "hidden_size", where),
@@ -159,11 +289,16 @@ def translate_config(arch: str, c: dict, where: Path) -> TransformerConfig:
         shift_logits=True)
 
 
-def our_name(arch: str, name: str) -> str | None | bool:
-    """Our parameter name for a published one; None: known and ignored; False: unknown."""
+def our_name(arch: str, name: str) -> str | tuple[str, ...] | None | bool:
+    """Our parameter name for a published one (a tuple: one tensor split by rows into these);
+    None: known and ignored; False: unknown."""
     for pattern, target in RENAMES[arch]:
         if re.fullmatch(pattern, name):
-            return None if target is None else re.sub(pattern, target, name)
+            if target is None:
+                return None
+            if isinstance(target, tuple):
+                return tuple(re.sub(pattern, t, name) for t in target)
+            return re.sub(pattern, target, name)
     return False
 
 
@@ -263,6 +398,29 @@ def slow_bpe_tokenizer(path: Path):
     return hf
 
 
+MASK_TOKENS = ("<|mask|>", "<|mdm_mask|>")  # LLaDA-MoE / LLaDA2 (as dllm reads it), Dream
+
+
+def special_id(hf, path: Path, config: dict, role: str) -> int:
+    """The mask or EOS id: config.json's ``<role>_token_id``, else the token that
+    tokenizer_config.json names (LLaDA-MoE and LLaDA2 declare no mask id in config.json;
+    their samplers take it from the tokenizer), else a mask token of a known name."""
+    given = config.get(f"{role}_token_id")
+    if isinstance(given, list):  # several stop ids: the first is the end-of-text
+        given = given[0] if given else None
+    if given is not None:
+        return int(given)
+    token = read_json(path / "tokenizer_config.json", missing={}).get(f"{role}_token")
+    if isinstance(token, dict):
+        token = token.get("content")
+    names = [token] if isinstance(token, str) else list(MASK_TOKENS if role == "mask" else [])
+    for name in names:
+        if hf.token_to_id(name) is not None:
+            return hf.token_to_id(name)
+    raise DLMError(f"{path / 'config.json'}: no {role}_token_id, and the tokenizer names no "
+                   f"{role} token (tokenizer_config.json {role}_token)")
+
+
 def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
     """``tokenizer.json`` (or one built from a slow byte-level BPE's files) with the config's
     mask / EOS / pad ids, which must exist in it."""
@@ -279,10 +437,8 @@ def hf_tokenizer(path: Path, config: dict, vocab_size: int) -> Tokenizer:
         file = path / "vocab.json"  # what errors below name
     else:
         raise DLMError(f"{path}: no tokenizer.json (nor vocab.json + merges.txt)")
-    mask_id = _need(config, "mask_token_id", path / "config.json")
-    eos_id = _need(config, "eos_token_id", path / "config.json")
-    if isinstance(eos_id, list):  # several stop ids: the first is the end-of-text
-        eos_id = eos_id[0]
+    mask_id = special_id(hf, path, config, "mask")
+    eos_id = special_id(hf, path, config, "eos")
     pad_id = config.get("pad_token_id")
     pad_id = eos_id if pad_id is None else pad_id
     names = {}
@@ -324,7 +480,8 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
                     ours = our_name(arch, name)
                     if ours is None:
                         continue
-                    if ours is False or ours not in expected:
+                    parts = ours if isinstance(ours, tuple) else (ours,)
+                    if ours is False or any(p not in expected for p in parts):
                         if strict:
                             raise DLMError(f"{f.name}: unexpected tensor {name!r} for a {arch} "
                                            "model (load with strict=False to skip it)")
@@ -333,11 +490,15 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
                         raise DLMError(f"{f.name}: tensor {name!r} is listed in the index but "
                                        "missing from the file")
                     tensor = sf.get_tensor(name)
-                    if tuple(tensor.shape) != expected[ours]:
+                    want = (sum(expected[p][0] for p in parts), *expected[parts[0]][1:])
+                    if tuple(tensor.shape) != want:
                         raise DLMError(f"{f.name}: {name} has shape {tuple(tensor.shape)}, "
-                                       f"config.json implies {expected[ours]}")
-                    state[ours] = tensor if dtype is None else tensor.to(dtype)
-                    source[ours] = name
+                                       f"config.json implies {want}")
+                    pieces = tensor.split([expected[p][0] for p in parts]) \
+                        if len(parts) > 1 else (tensor,)
+                    for p, piece in zip(parts, pieces):
+                        state[p] = (piece if dtype is None else piece.to(dtype)).contiguous()
+                        source[p] = name
         except (SafetensorError, OSError) as e:
             raise DLMError(f"{f}: cannot read weights ({e})") from None
     missing = [k for k in expected if k not in state]
@@ -361,14 +522,26 @@ def read_hf_dir(path: Path) -> tuple[str, TransformerConfig, Tokenizer, dict]:
     tokenizer = hf_tokenizer(path, hf_config, net_cfg.vocab_size)
     with torch.device("meta"):
         network = Transformer(net_cfg)
-    config = {"kind": "mdlm", "model": net_cfg.to_dict(), "tokenizer": tokenizer.config(),
+    config = {"kind": "bd3lm" if arch == "llada2" else "mdlm", "model": net_cfg.to_dict(),
+              "tokenizer": tokenizer.config(),
               "chat_template": chat_template(path), "bos_token": bos_token(path),
               "source": {"format": arch, "path": str(path),
                          "model_type": hf_config.get("model_type")},
               "generation": generation_defaults(path, arch),
               "params": {"total": network.num_params(),
                          "non_embedding": network.num_params(non_embedding=True)}}
+    if arch == "llada2":  # block diffusion: the driver decodes the model's own blocks
+        config["objective"] = {"block_size": LLADA2_BLOCK}
+    if net_cfg.n_experts:
+        config["params"]["active"] = active_params(net_cfg, network)
     return arch, net_cfg, tokenizer, config
+
+
+def active_params(cfg: TransformerConfig, network: Transformer) -> int:
+    """Parameters one token runs through: all but the experts it is not routed to."""
+    per_expert = 3 * cfg.d_model * cfg.d_expert
+    idle = (cfg.n_experts - cfg.experts_per_token) * per_expert
+    return network.num_params() - idle * sum(map(cfg.is_moe, range(cfg.n_layers)))
 
 
 # -- export: our checkpoint -> the published layout ------------------------------------------
@@ -400,6 +573,49 @@ _INVERSE: dict[str, list[tuple[str, str]]] = {
 }
 
 
+_B = r"blocks\.(\d+)\."
+_MOE_OUT = [
+    (r"norm\.weight", "model.norm.weight"), (r"lm_head\.weight", "lm_head.weight"),
+    (_B + r"attn_norm\.weight", r"model.layers.\1.input_layernorm.weight"),
+    (_B + r"mlp_norm\.weight", r"model.layers.\1.post_attention_layernorm.weight"),
+    (_B + r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight",
+     r"model.layers.\1.mlp.experts.\2.\3_proj.weight"),
+    (_B + r"mlp\.(gate|up|down)_proj\.weight", r"model.layers.\1.mlp.\2_proj.weight"),
+]
+_INVERSE["llada_moe"] = [
+    (r"embed_tokens\.weight", "model.embed_tokens.weight"), *_MOE_OUT,
+    (_B + r"attn\.([qkvo])_proj\.weight", r"model.layers.\1.self_attn.\2_proj.weight"),
+    (_B + r"attn\.([qk])_norm\.weight", r"model.layers.\1.self_attn.\2_norm.weight"),
+    (_B + r"mlp\.router\.weight", r"model.layers.\1.mlp.gate.weight"),
+    (_B + r"mlp\.expert_bias", r"model.layers.\1.mlp.expert_bias"),
+    (_B + r"mlp\.shared\.(gate|up|down)_proj\.weight",
+     r"model.layers.\1.shared_expert.\2_proj.weight"),
+]
+_INVERSE["llada2"] = [
+    (r"embed_tokens\.weight", "model.word_embeddings.weight"), *_MOE_OUT,
+    (_B + r"attn\.[qkv]_proj\.(weight|bias)", r"model.layers.\1.attention.query_key_value.\2"),
+    (_B + r"attn\.q_norm\.weight", r"model.layers.\1.attention.query_layernorm.weight"),
+    (_B + r"attn\.k_norm\.weight", r"model.layers.\1.attention.key_layernorm.weight"),
+    (_B + r"attn\.o_proj\.weight", r"model.layers.\1.attention.dense.weight"),
+    (_B + r"mlp\.router\.weight", r"model.layers.\1.mlp.gate.weight"),
+    (_B + r"mlp\.expert_bias", r"model.layers.\1.mlp.gate.expert_bias"),
+    (_B + r"mlp\.shared\.(gate|up|down)_proj\.weight",
+     r"model.layers.\1.mlp.shared_experts.\2_proj.weight"),
+]
+
+
+def published_state(arch: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our tensors under their published names; several of ours under one name (LLaDA2's
+    fused q/k/v) are joined by rows in the order q, k, v."""
+    grouped: dict[str, list[tuple[str, torch.Tensor]]] = {}
+    for name, tensor in state.items():
+        grouped.setdefault(published_name(arch, name), []).append((name, tensor))
+    order = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
+    return {out: torch.cat([t for _, t in sorted(parts, key=lambda p: order.get(
+        p[0].split(".")[-2], 0))]) if len(parts) > 1 else parts[0][1]
+        for out, parts in grouped.items()}
+
+
 def published_name(arch: str, ours: str) -> str:
     for pattern, target in _INVERSE[arch]:
         if re.fullmatch(pattern, ours):
@@ -410,21 +626,19 @@ def published_name(arch: str, ours: str) -> str:
 def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, config: dict,
               sample_defaults: dict) -> str:
     """Write ``path`` in the published layout dlm loads back (config.json, model.safetensors,
-    tokenizer.json, generation_config.json with the sampler defaults). A masked-diffusion
-    network with shifted logits is written as Dream (which needs q/k/v biases), any other as
-    LLaDA. Returns the architecture written."""
+    tokenizer.json, generation_config.json with the sampler defaults). A mixture of experts
+    is written as LLaDA-MoE (softmax routing) or LLaDA2 (sigmoid routing, block diffusion), a
+    masked-diffusion network with shifted logits as Dream (which needs q/k/v biases), any
+    other as LLaDA. Returns the architecture written."""
     from safetensors.torch import save_file
 
-    if config.get("kind") != "mdlm":
-        raise DLMError(f"only masked-diffusion models export to the LLaDA / Dream layout "
-                       f"(this one is {config.get('kind')!r})")
     c = network.config
-    arch = "dream" if c.shift_logits else "llada"
-    if arch == "dream" and not c.qkv_bias:
-        raise DLMError("a shifted-logit model without q/k/v biases has no published layout")
+    arch = export_architecture(c, config)
     ids = {"mask_token_id": tokenizer.mask_id, "eos_token_id": tokenizer.eos_id,
            "pad_token_id": tokenizer.pad_id}
-    if arch == "llada":
+    if arch in ("llada_moe", "llada2"):
+        hf_config = {**moe_config_json(arch, c), **ids}
+    elif arch == "llada":
         hf_config = {
             "architectures": ["LLaDAModelLM"], "model_type": "llada", "activation_type": "silu",
             "alibi": False, "attention_layer_norm": False, "block_group_size": 1,
@@ -446,8 +660,7 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
             "max_position_embeddings": c.max_seq_len, "use_sliding_window": False,
             "bos_token_id": tokenizer.eos_id, **ids}
     hf_config["torch_dtype"] = str(network.embed_tokens.weight.dtype).removeprefix("torch.")
-    state = {published_name(arch, name): tensor
-             for name, tensor in state_dict_for_save(network).items()}  # a tied head once
+    state = published_state(arch, state_dict_for_save(network))  # a tied head once
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path / SINGLE_FILE), metadata={"format": "pt"})
@@ -461,3 +674,61 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
     generation = {**sample_defaults, **ids}
     (path / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return arch
+
+
+def export_architecture(c: TransformerConfig, config: dict) -> str:
+    """The published layout a network fits, or a clear error."""
+    kind = config.get("kind")
+    block = config.get("objective", {}).get("block_size")
+    if c.n_experts and c.router == "sigmoid":
+        if kind != "bd3lm" or block != LLADA2_BLOCK:
+            raise DLMError(f"a sigmoid-routed mixture of experts exports as LLaDA2, a block "
+                           f"diffusion model with blocks of {LLADA2_BLOCK} (this one is "
+                           f"{kind!r}, block size {block})")
+        if c.moe_layers != list(range(c.n_layers - len(c.moe_layers), c.n_layers)):
+            raise DLMError("LLaDA2's layout has its dense layers first, then only MoE layers")
+        if c.d_shared_expert % c.d_expert:
+            raise DLMError("LLaDA2's shared expert is a whole number of experts wide")
+        return "llada2"
+    if kind != "mdlm":
+        raise DLMError(f"only masked-diffusion models (and LLaDA2's block diffusion) export to "
+                       f"a published layout (this one is {kind!r})")
+    if c.n_experts:
+        if c.router_norm or c.router_scale != 1 or c.router_groups != 1 or c.head_size:
+            raise DLMError("LLaDA-MoE's layout has plain softmax routing (no renormalisation, "
+                           "scale or groups) and heads of d_model / n_heads")
+        return "llada_moe"
+    if c.qk_norm or c.rotary_dim or c.head_size:
+        raise DLMError("q/k norms, partial rotary and a set head size have no LLaDA / Dream "
+                       "layout")
+    if c.shift_logits and not c.qkv_bias:
+        raise DLMError("a shifted-logit model without q/k/v biases has no published layout")
+    return "dream" if c.shift_logits else "llada"
+
+
+def moe_config_json(arch: str, c: TransformerConfig) -> dict:
+    """config.json of LLaDA-MoE or LLaDA2 for our network config (the keys their code reads)."""
+    out = {"hidden_size": c.d_model, "num_hidden_layers": c.n_layers,
+           "num_attention_heads": c.n_heads, "num_key_value_heads": c.n_kv_heads,
+           "vocab_size": c.vocab_size, "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+           "rope_scaling": None, "max_position_embeddings": c.max_seq_len,
+           "tie_word_embeddings": c.tie_embeddings, "hidden_act": "silu",
+           "partial_rotary_factor": (c.rotary_dim or c.head_dim) / c.head_dim,
+           "num_experts": c.n_experts, "num_experts_per_tok": c.experts_per_token}
+    moe = [c.is_moe(i) for i in range(c.n_layers)]
+    if arch == "llada_moe":
+        return {**out, "architectures": ["LLaDAMoEModelLM"], "model_type": "llada",
+                "dense_intermediate_size": c.d_ff, "expert_intermediate_size": c.d_expert,
+                "shared_expert_intermediate_size": c.d_shared_expert or None,
+                "moe_layer_freq": [int(m) for m in moe], "norm_topk_prob": False,
+                "moe_router_enable_expert_bias": c.router_bias, "qk_layernorm": c.qk_norm,
+                "attention_bias": False, "clip_qkv": None}
+    return {**out, "architectures": ["LLaDA2MoeModelLM"], "model_type": "llada2_moe",
+            "head_dim": c.head_dim, "intermediate_size": c.d_ff,
+            "moe_intermediate_size": c.d_expert,
+            "num_shared_experts": c.d_shared_expert // c.d_expert,
+            "first_k_dense_replace": moe.index(True) if any(moe) else c.n_layers,
+            "n_group": c.router_groups, "topk_group": c.router_topk_groups,
+            "routed_scaling_factor": c.router_scale, "score_function": "sigmoid",
+            "norm_topk_prob": True, "moe_router_enable_expert_bias": True,
+            "use_qkv_bias": c.qkv_bias, "use_bias": False, "use_qk_norm": c.qk_norm}

@@ -38,9 +38,10 @@ from .formats import load_checkpoint, read_config, read_json
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the module names it saves
 
-# short target names -> our module names (suffix-matched by PEFT)
+# short target names -> our module names (suffix-matched by PEFT: the feed-forward names also
+# match every expert and the shared expert of a mixture of experts; the router is never adapted)
 TARGETS = {"q": "attn.q_proj", "k": "attn.k_proj", "v": "attn.v_proj", "o": "attn.o_proj",
-           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+           "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
 GROUPS = {"attn": ("q", "k", "v", "o"), "mlp": ("gate", "up", "down"),
           "all": tuple(TARGETS)}
 
@@ -228,14 +229,15 @@ def _our_module(module: str) -> tuple[str, str] | None:
     """(our module name, 'llada' | 'dream') for a published module name, else None."""
     from .hf import our_name
 
-    for arch in ("llada", "dream"):
+    for arch in ("llada", "dream", "llada_moe"):  # (LLaDA2's fused q/k/v has no one layer)
         ours = our_name(arch, module + ".weight")
-        if ours:
+        if isinstance(ours, str):
             return ours.removesuffix(".weight"), arch
     return None
 
 
-LINEAR = re.compile(r"blocks\.\d+\.(attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)|lm_head")
+LINEAR = re.compile(r"blocks\.\d+\.(attn\.[qkvo]_proj|mlp\.((experts\.\d+|shared)\.)?"
+                    r"(gate|up|down)_proj)|lm_head")
 
 
 def _targeted(name: str, targets) -> bool:

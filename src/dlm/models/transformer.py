@@ -1,9 +1,13 @@
 """The denoiser network shared by every model kind (AR, MDLM, BD3-LM).
 
 One Llama-style decoder stack: token embedding -> N x (RMSNorm -> attention -> residual,
-RMSNorm -> SwiGLU -> residual) -> RMSNorm -> linear head. What makes a model autoregressive or
-a masked diffusion model is *not* in this file: it is the attention spec the caller passes
-(causal vs bidirectional vs block-causal) and the objective that trains it.
+RMSNorm -> SwiGLU or a mixture of SwiGLU experts -> residual) -> RMSNorm -> linear head. The
+options published checkpoints need are fields of the config: q/k biases (Qwen2, Dream), per-head
+q/k RMSNorm and partial rotary (LLaDA-MoE, LLaDA2), mixture-of-experts feed-forwards with
+softmax (LLaDA-MoE) or group-limited sigmoid routing (LLaDA2, DeepSeek-V3 style). What makes
+a model autoregressive or a masked diffusion model is *not* in this file: it is the attention
+spec the caller passes (causal vs bidirectional vs block-causal) and the objective that trains
+it.
 
     net = Transformer(TransformerConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4))
     logits = net(ids, attn=Attention.bidirectional())            # [B, T, V]
@@ -44,23 +48,56 @@ class TransformerConfig:
     # Dream-style models (adapted from AR) predict token i from the logits at i - 1; the
     # sampler and likelihood read their logits one slot earlier.
     shift_logits: bool = False
+    head_size: int | None = None  # per-head width; default d_model // n_heads
+    qk_norm: bool = False  # RMSNorm of each head's q and k (one [head] weight each), before RoPE
+    rotary_dim: int | None = None  # RoPE on the first rotary_dim dims of a head (default: all)
+    # mixture of experts (0 experts: every feed-forward is one SwiGLU of d_ff)
+    n_experts: int = 0
+    experts_per_token: int = 0  # the top k experts each token is sent to
+    d_expert: int | None = None  # each expert's SwiGLU width
+    d_shared_expert: int = 0  # width of the shared expert(s) every token also runs; 0: none
+    moe_layers: list[int] | None = None  # which layers are MoE (default: all); others d_ff
+    router: str = "softmax"  # softmax (LLaDA-MoE) or sigmoid (LLaDA2, DeepSeek-V3): see MoE
+    router_bias: bool = False  # a per-expert bias on the scores (a buffer, not trained here)
+    router_norm: bool = False  # renormalise the top-k weights to sum to one
+    router_scale: float = 1.0  # multiplies the weights
+    router_groups: int = 1  # group-limited routing: experts in groups, the best groups kept
+    router_topk_groups: int = 1
+
+    ROUTERS = ("softmax", "sigmoid")
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.d_ff is None:
             self.d_ff = 32 * math.ceil(8 * self.d_model / 3 / 32)
-        if self.d_model % self.n_heads:
+        if self.head_size is None and self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not divisible by "
                              f"n_kv_heads={self.n_kv_heads}")
-        if (self.d_model // self.n_heads) % 2:
-            raise ValueError("head dimension must be even for RoPE")
+        rot = self.rotary_dim if self.rotary_dim is not None else self.head_dim
+        if rot % 2 or not 0 < rot <= self.head_dim:
+            raise ValueError(f"the rotary dims ({rot}) must be even and at most the head "
+                             f"dimension ({self.head_dim})")
+        if self.n_experts:
+            if not 0 < self.experts_per_token <= self.n_experts or not self.d_expert:
+                raise ValueError("a mixture of experts needs experts_per_token in 1.."
+                                 f"{self.n_experts} and d_expert")
+            if self.router not in self.ROUTERS:
+                raise ValueError(f"unknown router {self.router!r}; expected one of "
+                                 f"{self.ROUTERS}")
+            if self.n_experts % self.router_groups or not \
+                    0 < self.router_topk_groups <= self.router_groups:
+                raise ValueError(f"{self.n_experts} experts cannot form {self.router_groups} "
+                                 f"groups with {self.router_topk_groups} kept")
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_size or self.d_model // self.n_heads
+
+    def is_moe(self, layer: int) -> bool:
+        return bool(self.n_experts) and (self.moe_layers is None or layer in self.moe_layers)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,7 +257,7 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
-        self.head_dim, self.theta = head_dim, theta
+        self.head_dim, self.theta = head_dim, theta  # head_dim: the rotated dims
 
     def forward(self, positions: Tensor) -> tuple[Tensor, Tensor]:
         # positions [B|1, T] -> cos, sin [B|1, 1, T, head_dim]
@@ -233,6 +270,10 @@ class RotaryEmbedding(nn.Module):
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the first ``cos.shape[-1]`` dims of each head (partial rotary: the rest pass)."""
+    r = cos.shape[-1]
+    if r < x.shape[-1]:
+        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (x.float() * cos + rotated.float() * sin).to(x.dtype)
@@ -247,6 +288,9 @@ class SelfAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
+            self.k_norm = nn.RMSNorm(cfg.head_dim, eps=cfg.norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
                 is_causal: bool, cache: KVCache | None) -> Tensor:
@@ -254,6 +298,8 @@ class SelfAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, T, D]
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
@@ -305,14 +351,76 @@ def _compiled_flex():
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.down_proj = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """A mixture of SwiGLU experts. Per token the router scores the experts; the token runs
+    through its top ``experts_per_token`` and their outputs are summed with the router's
+    weights; the shared expert (if any) runs on every token and is added unweighted.
+
+    ``router="softmax"`` (LLaDA-MoE): p = softmax(router(x)) over the experts, plus the expert
+    bias if there is one; the top k of these scores are chosen and are also the weights.
+    ``router="sigmoid"`` (LLaDA2, DeepSeek-V3): s = sigmoid(router(x)); experts are chosen on
+    s + bias (the bias balances the load and is used for the choice only), among the
+    ``router_topk_groups`` best of ``router_groups`` groups, a group scored by the sum of its
+    two best; the weights are the unbiased s of the chosen. Then, for either: weights divided
+    by their sum (+1e-20) when ``router_norm`` and k > 1, times ``router_scale``. The router
+    runs in float32; expert outputs are summed in float32 and cast back.
+    """
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        if cfg.router_bias:
+            self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))
+        self.experts = nn.ModuleList(SwiGLU(cfg.d_model, cfg.d_expert)
+                                     for _ in range(cfg.n_experts))
+        self.shared = SwiGLU(cfg.d_model, cfg.d_shared_expert) if cfg.d_shared_expert else None
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [N, d] -> (weights [N, k] float32, expert indices [N, k])."""
+        c = self.cfg
+        logits = F.linear(x.float(), self.router.weight.float())  # [N, E]
+        bias = self.expert_bias.float() if c.router_bias else 0.0
+        if c.router == "softmax":
+            scores = logits.softmax(-1) + bias
+            choose = scores
+        else:
+            scores = logits.sigmoid()
+            choose = scores + bias
+        if c.router_groups > 1:
+            groups = choose.view(len(x), c.router_groups, -1)
+            best = groups.topk(min(2, groups.shape[-1]), dim=-1).values.sum(-1)  # [N, G]
+            kept = torch.zeros_like(best, dtype=torch.bool).scatter_(
+                1, best.topk(c.router_topk_groups, dim=-1).indices, True)
+            choose = choose.masked_fill(~kept.repeat_interleave(groups.shape[-1], 1),
+                                        float("-inf"))
+        index = choose.topk(c.experts_per_token, dim=-1).indices
+        weights = scores.gather(1, index)
+        if c.router_norm and c.experts_per_token > 1:
+            weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
+        return weights * c.router_scale, index
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        weights, index = self.route(flat)
+        out = torch.zeros(flat.shape, dtype=torch.float32, device=x.device)
+        for e in index.unique().tolist():  # each expert on the tokens routed to it
+            rows, k = (index == e).nonzero(as_tuple=True)
+            out.index_add_(0, rows, self.experts[e](flat[rows]).float() * weights[rows, k, None])
+        out = out.to(x.dtype)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(x.shape)
 
 
 class Block(nn.Module):
@@ -321,7 +429,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = SelfAttention(cfg, layer)
         self.mlp_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        self.mlp = MoE(cfg) if cfg.is_moe(layer) else SwiGLU(cfg.d_model, cfg.d_ff)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, mask, is_causal, cache):
@@ -334,7 +442,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta)
+        self.rope = RotaryEmbedding(cfg.rotary_dim or cfg.head_dim, cfg.rope_theta)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)

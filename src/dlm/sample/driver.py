@@ -113,19 +113,21 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
         if cfg.block_length is not None:
             raise DLMError(f"a bd3lm model decodes blocks of its own size ({align}); drop "
                            "block_length")
-        if cfg.gen_length is not None and cfg.gen_length % align:
-            raise DLMError(f"gen_length ({cfg.gen_length}) must be a multiple of the model's "
-                           f"block size ({align})")
     prompts = [[*bos_ids(kind, eos_id), *p] for p in prompts]
     if cfg.gen_length is None:
         cfg = cfg.replace(gen_length=default_gen_length(
             network.config.max_seq_len, max(len(p) for p in prompts), kind, cfg, align))
-    canvases = [[*p, *([mask_id] * cfg.gen_length)] for p in prompts]
-    no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(cfg.gen_length)]
-              for p in prompts]
+    # block diffusion: blocks are counted from the text's first token, as in training; the
+    # prompt's last block is completed by the first new tokens and the canvas is rounded up
+    # to whole blocks (LLaDA2's generate()), the text then cut to gen_length
+    new = [cfg.gen_length + -(len(p) + cfg.gen_length) % align for p in prompts]
+    canvases = [[*p, *([mask_id] * n)] for p, n in zip(prompts, new)]
+    no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(n)]
+              for p, n in zip(prompts, new)]
     gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=kind,
                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
                   on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align)
+    gen.canvases = [c[:len(p) + cfg.gen_length] for c, p in zip(gen.canvases, prompts)]
     gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
     return gen
 
@@ -144,15 +146,14 @@ def slides(kind: str, cfg: SampleConfig) -> bool:
 def default_gen_length(max_len: int, prompt_len: int, kind: str, cfg: SampleConfig,
                        align: int = 1) -> int:
     """``DEFAULT_GEN_LENGTH`` new tokens, or, for a canvas that must fit the window, what fits
-    after the longest prompt (bd3lm: whole blocks after the prompt's block)."""
-    whole = max(align, DEFAULT_GEN_LENGTH // align * align)  # in whole blocks
+    after the longest prompt (bd3lm: in the window's whole blocks)."""
     if slides(kind, cfg):
-        return whole
-    room = (max_len - -(-prompt_len // align) * align) // align * align
+        return DEFAULT_GEN_LENGTH
+    room = max_len // align * align - prompt_len
     if room < 1:
         raise DLMError(f"the prompt ({prompt_len} tokens) leaves no room to generate in the "
                        f"model's context of {max_len} tokens; shorten it")
-    return min(whole, room)
+    return min(DEFAULT_GEN_LENGTH, room)
 
 
 @torch.no_grad()
@@ -165,8 +166,10 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     Rows are padded so their first MASKs share a slot (blocks then line up, and a batch
     decodes like each row alone); each row splits ``cfg.steps`` over its own blocks.
     ``no_eos`` (per row and slot): where EOS may not be drawn (``min_length``, exact spans).
-    ``align``: the shared first-mask slot is a multiple of it (bd3lm: the model's block size,
-    so decoding blocks are the attention's blocks).
+    ``align`` (bd3lm: the model's block size): blocks are counted from each row's first
+    token; rows are padded by whole blocks so that the blocks holding their first masks share
+    slots, and decoding starts at that block (the prompt's tail decodes with the first new
+    tokens): decoding blocks are the attention's blocks.
     """
     if not canvases:
         raise DLMError("nothing to decode")
@@ -177,7 +180,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     longest = max(len(c) for c in canvases)
     if slides(kind, cfg):  # the prompt and one block must fit the window
         first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
-        need = -(-first_mask // align) * align + (align if kind == "bd3lm" else 1)
+        need = (first_mask // align + 1) * align
         if need > max_len:
             raise DLMError(f"the prompt ({first_mask} tokens) and one block do not fit the "
                            f"model's window of {max_len} tokens; shorten the prompt")
@@ -193,8 +196,8 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     n_in = len(canvases)
     rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
     firsts = [c.index(mask_id) if mask_id in c else len(c) for c in rows]
-    first = -(-max(firsts) // align) * align
-    left = [first - f for f in firsts]
+    first = max(f // align for f in firsts) * align  # the slot the first decoding block starts
+    left = [first - f // align * align for f in firsts]
     canvas, valid = pad_rows(rows, left, pad_id, device)
     R, S = canvas.shape
     pad_offset = torch.tensor(left, device=device)  # [R]: canvas slot where each row starts
@@ -259,8 +262,9 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 on_tokens(state.step, state)
             state.step += 1
             i += 1
-        if kind in ("ar", "bd3lm") and cfg.stop_at_eos and bool(
-                (state.canvas[:, first:end] == eos_id).any(1).all()):
+        if kind in ("ar", "bd3lm") and cfg.stop_at_eos and bool((
+                (state.canvas[:, first:end] == eos_id) & ~state.fixed[:, first:end])
+                .any(1).all()):
             break  # every row has ended; the rest would be cut anyway
 
     keep, kept_scores = choose_rows(network, kind, state, cfg, n_in, expand, mask_id, eos_id,
