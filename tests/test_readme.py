@@ -5,8 +5,8 @@ lines make. What is changed, and nothing else (README.md, "Examples are tested",
 * budgets (``BUDGETS``): training gets ``--max-steps 3 --eval-tokens 1024 --no-progress``,
   ``--animate`` gets ``--fps 1000``, lm-eval a 3-document limit, the experiments a small grid;
   the Python ``max_steps=N`` becomes 3;
-* ``~`` is the scratch folder, whose ``models/`` holds tiny random LLaDA / Dream checkpoints
-  (published names, shapes and config keys) under the published names;
+* ``~`` is the scratch folder, whose ``models/`` holds tiny random LLaDA / Dream / LLaDA-MoE /
+  LLaDA2 checkpoints (published names, shapes and config keys) under the published names;
 * a line that says ``--device cuda`` (needs a GPU) or names ``hf:`` (needs the network) is not
   run, nor ``make`` (the suite itself).
 
@@ -49,7 +49,9 @@ BUDGETS = {  # dlm command -> flags appended (argparse: the last value of a flag
 }
 # the published checkpoints the README names, as tiny stand-ins of their family
 STAND_INS = {"LLaDA-8B-Instruct": "llada", "LLaDA-8B-Base": "llada",
-             "Dream-v0-Base-7B": "dream", "Dream-v0-Instruct-7B": "dream"}
+             "Dream-v0-Base-7B": "dream", "Dream-v0-Instruct-7B": "dream",
+             "LLaDA-MoE-7B-A1B-Instruct": "llada_moe", "LLaDA2.0-mini": "llada2",
+             "LLaDA2.0-flash": "llada2"}
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str, int]]:
@@ -175,7 +177,20 @@ def scratch(tmp_path_factory):
     work = tmp_path_factory.mktemp("readme")
     for name in ("examples", "docs"):
         shutil.copytree(REPO / name, work / name)
+    from tests.models.test_moe import (
+        LLADA2_CONFIG,
+        LLADA_MOE_CONFIG,
+        llada2_weights,
+        llada_moe_weights,
+        write_moe,
+    )
+
     for name, family in STAND_INS.items():
+        if family in ("llada_moe", "llada2"):
+            config, weights = (LLADA_MOE_CONFIG, llada_moe_weights) if family == "llada_moe" \
+                else (LLADA2_CONFIG, llada2_weights)
+            write_moe(work / "models" / name, config, weights())
+            continue
         config, weights = (LLADA_CONFIG, llada_weights) if family == "llada" else \
             (DREAM_CONFIG, dream_weights)
         write_checkpoint(work / "models" / name, config, weights())

@@ -448,6 +448,15 @@ def cmd_info(ns: argparse.Namespace) -> int:
         f"tokenizer    {tok.get('type')} vocab={tok['vocab_size']} mask={tok['mask_id']} "
         f"eos={tok['eos_id']} pad={tok['pad_id']}",
     ]
+    if m.get("n_experts"):
+        moe = [i for i in range(m["n_layers"]) if m.get("moe_layers") is None
+               or i in m["moe_layers"]]
+        shared = f" + a shared expert of {m['d_shared_expert']}" if m.get("d_shared_expert") \
+            else ""
+        lines.append(f"experts      {m['experts_per_token']} of {m['n_experts']} per token "
+                     f"(width {m['d_expert']}{shared}, {m['router']} router) in "
+                     f"{len(moe)} of {m['n_layers']} layers; {params.get('active', '?'):,} "
+                     f"parameters active per token")
     if cfg.get("adapter"):
         a = cfg["adapter"]
         lines.append(f"adapter      LoRA {a.get('lora')} on {a.get('base')}: "
