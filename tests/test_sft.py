@@ -14,7 +14,7 @@ from dlm.data.tokenizer import byte_tokenizer
 from dlm.errors import DLMError
 from dlm.models.transformer import Attention
 from dlm.sft.data import Example, collate, encode_rows, read_rows, render_prompt
-from dlm.sft.loss import ARSFTLoss, DiffusionSFTLoss
+from dlm.sft.loss import ARSFTLoss, BlockDiffusionSFTLoss, DiffusionSFTLoss
 from tests.conftest import tiny_net
 
 MASK, EOS = 37, 38
@@ -110,6 +110,34 @@ def test_diffusion_sft_loss_is_llada_recipe():
         nll = -logp[r, masked[r], ids[r, masked[r]]].sum() / 0.9  # w(t) = 1/t
         manual += nll / answer[r].sum()  # per-answer-length normalisation
     torch.testing.assert_close(out.loss, manual / 2)
+
+
+def test_block_diffusion_sft_loss_masks_answers_per_block():
+    """LLaDA2's SFT on BD3-LM's objective: one t per block of 4, only answer tokens masked,
+    each noisy block scored given the clean blocks before it ([x_t ; x_0], block-diffusion
+    attention), w(t) * CE summed per row over its answer length, averaged over rows."""
+    from dlm.diffusion.objectives import block_diffusion_logits
+
+    torch.manual_seed(0)
+    net = tiny_net(vocab_size=40)
+    batch = collate([Example([1, 2, 3, 4, 5], [6, 7]), Example([8, 9], [10, 11, 12, 13])], EOS,
+                    length=16)
+    loss = BlockDiffusionSFTLoss(MASK, EOS, block_size=4)
+    noise = loss.draw(2, 16, torch.Generator().manual_seed(1))
+    assert noise["t"].shape == (2, 4)
+    noise["t"] = torch.tensor([[0.5, 0.9, 0.7, 0.3], [0.6, 0.8, 0.4, 0.95]])
+    out = loss(net, batch, noise=noise)
+    L = 8  # the longest row (5 + 2 + EOS = 8 and 2 + 4 + EOS = 7) in whole blocks
+    ids, answer = batch[:, 0, :L], batch[:, 1, :L].bool()
+    t = noise["t"].repeat_interleave(4, 1)[:, :L]
+    masked = (noise["u"][:, :L] < t) & answer  # linear schedule: mask prob = t
+    assert masked.any() and not (masked & ~answer).any()
+    with torch.no_grad():
+        logp = F.log_softmax(block_diffusion_logits(
+            net, torch.where(masked, MASK, ids), ids, 4), -1)
+    manual = sum(-(logp[r, masked[r], ids[r, masked[r]]] / t[r, masked[r]]).sum()
+                 / answer[r].sum() for r in range(2)) / 2
+    torch.testing.assert_close(out.loss, manual)
 
 
 def test_batches_are_cut_to_their_longest_row():

@@ -113,7 +113,7 @@ SFT_SKIP = ("kind", "init_from", "sft_data", "data", "text_field", "tokenizer", 
 
 
 def cmd_sft(ns: argparse.Namespace) -> int:
-    from .models.formats import hub_snapshot, is_dlm_dir, read_config
+    from .models.formats import checkpoint_config, hub_snapshot, read_config
     from .train.checkpoint import has_checkpoint
 
     if getattr(ns, "resume", False) and hasattr(ns, "out") and has_checkpoint(ns.out):
@@ -126,7 +126,7 @@ def cmd_sft(ns: argparse.Namespace) -> int:
             raise DLMError("--base is for resuming a LoRA run whose base moved; the "
                            "checkpoint to fine-tune is the first argument")
         local = hub_snapshot(ns.checkpoint)
-        ns.kind = read_config(local)["kind"] if is_dlm_dir(local) else "mdlm"
+        ns.kind = checkpoint_config(local)["kind"]  # published ones too (LLaDA2: bd3lm)
         # recorded as the run's base: a hub id stays one, a folder is made absolute
         ns.init_from = ns.checkpoint if ns.checkpoint.startswith("hf:") else \
             str(local.resolve())

@@ -4,6 +4,10 @@
   (EOS padding included) with probability 1 - alpha(t), never a prompt token; the loss is
   ``sum over masked answer tokens of w(t) * CE``, divided by that row's answer length, averaged
   over rows (so long answers do not dominate).
+* ``BlockDiffusionSFTLoss`` (LLaDA2's recipe on BD3-LM's objective): the same masking of the
+  answer only, with one t per block of the model's size (blocks counted from the text's first
+  token), every noisy block scored given the clean blocks before it in one pass over
+  ``[x_t ; x_0]``; the same per-row normalisation.
 * ``ARSFTLoss``: next-token cross-entropy on the answer and its first EOS only, averaged over
   those tokens.
 """
@@ -15,7 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..diffusion.likelihood import shift_right
-from ..diffusion.objectives import LossOutput, MaskedDiffusionLoss
+from ..diffusion.objectives import (
+    BlockDiffusionLoss,
+    LossOutput,
+    MaskedDiffusionLoss,
+    block_diffusion_logits,
+)
 from ..models.transformer import Attention
 
 
@@ -49,6 +58,37 @@ class DiffusionSFTLoss(MaskedDiffusionLoss):
                 getattr(network, "module", network).config.shift_logits:
             logits = shift_right(logits)  # Dream: slot i is predicted at i - 1
         terms = self.nelbo_terms(logits, ids, masked, t)  # [B, L]
+        loss = (terms.sum(1) / answer.sum(1).clamp(min=1)).mean()
+        return LossOutput(loss, {"sft_loss": loss.item(),
+                                 "mask_frac": (masked.sum() / answer.sum()).item()})
+
+
+class BlockDiffusionSFTLoss(BlockDiffusionLoss):
+    def __init__(self, mask_id: int, eos_id: int, block_size: int, schedule="linear",
+                 eps: float = 1e-3):
+        super().__init__(mask_id, block_size, schedule, eps)
+        self.eos_id = eos_id
+
+    def terms(self, network, batch: Tensor, noise: dict[str, Tensor]
+              ) -> tuple[Tensor, Tensor, Tensor]:
+        """(ELBO terms [B, L], masked [B, L], answer [B, L]) of a batch cut to its longest row
+        rounded up to whole blocks."""
+        ids, answer = split(batch, self.eos_id)
+        full = batch.shape[-1]
+        L = min(-(-ids.shape[1] // self.block_size) * self.block_size, full)
+        ids, answer = batch[:, 0, :L], batch[:, 1, :L].bool()
+        t = noise["t"].to(ids.device).repeat_interleave(self.block_size, dim=1)[:, :L]
+        masked = (noise["u"][:, :L].to(ids.device) < self.schedule.mask_prob(t)) & answer
+        xt = torch.where(masked, self.mask_id, ids)
+        logits = block_diffusion_logits(network, xt, ids, self.block_size)
+        ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+        return torch.where(masked, ce * self.schedule.weight(t), 0.0), masked, answer
+
+    def __call__(self, network, batch: Tensor, noise: dict[str, Tensor] | None = None,
+                 generator: torch.Generator | None = None, attn: Attention | None = None
+                 ) -> LossOutput:
+        noise = noise or self.draw(batch.shape[0], batch.shape[-1], generator)
+        terms, masked, answer = self.terms(network, batch, noise)
         loss = (terms.sum(1) / answer.sum(1).clamp(min=1)).mean()
         return LossOutput(loss, {"sft_loss": loss.item(),
                                  "mask_frac": (masked.sum() / answer.sum()).item()})

@@ -37,7 +37,7 @@ from ..sample.driver import logit_shift
 from ..train.trainer import Trainer
 from ..version import __version__
 from .data import collate, encode_rows, read_rows
-from .loss import ARSFTLoss, DiffusionSFTLoss, up_to_first_eos
+from .loss import ARSFTLoss, BlockDiffusionSFTLoss, DiffusionSFTLoss, up_to_first_eos
 
 LN2 = math.log(2)
 LORA_NAME = "default"  # the adapter a LoRA run trains
@@ -109,6 +109,10 @@ class SFTTrainer(Trainer):
                            f"{cfg.init_from} ({context} tokens): fine-tuning cannot lengthen "
                            f"it; give at most {context} or drop --seq-len")
         self.seq_len = cfg.seq_len or context
+        self.block_size = base.get("objective", {}).get("block_size")
+        if cfg.kind == "bd3lm" and self.seq_len % self.block_size:
+            raise DLMError(f"--seq-len {self.seq_len} must be a multiple of the model's block "
+                           f"size ({self.block_size})")
         rows = read_rows(cfg.sft_data)
         template, bos = base.get("chat_template"), base.get("bos_token", "")
         # every row that fits takes part: rows too long are dropped before the split, so a
@@ -161,13 +165,17 @@ class SFTTrainer(Trainer):
     def _build_objective(self):
         if self.cfg.kind == "ar":
             return ARSFTLoss(self.tokenizer.eos_id)
+        if self.cfg.kind == "bd3lm":
+            return BlockDiffusionSFTLoss(self.tokenizer.mask_id, self.tokenizer.eos_id,
+                                         self.block_size, self.cfg.schedule)
         return DiffusionSFTLoss(self.tokenizer.mask_id, self.tokenizer.eos_id, self.cfg.schedule)
 
     def evaluate(self) -> EvalResult:
         """Held-out answers (and their EOS) given their prompts: -log p in nats per token and
         bits per answer byte. Diffusion: the mean of ``eval_t_samples`` independent draws of
         LLaDA's estimator (one mask count and mask each, fixed seeds so every evaluation of a
-        run uses the same draws) with the standard error from their spread; AR: exact."""
+        run uses the same draws) with the standard error from their spread (block diffusion:
+        the block ELBO, ``_block_draws``); AR: exact."""
         ids, answer = self.val_batch[:, 0], self.val_batch[:, 1].bool()
         target = up_to_first_eos(ids, answer, self.tokenizer.eos_id)
         kind = self.cfg.kind
@@ -179,12 +187,15 @@ class SFTTrainer(Trainer):
         draws_n = 1 if kind == "ar" else self.cfg.eval_t_samples
         try:
             with torch.no_grad(), autocast(self.device):
-                draws = torch.stack([sequence_logprob(
-                    self.network, kind, ids.to(self.device), target.to(self.device),
-                    mask_id=self.tokenizer.mask_id, valid=valid.to(self.device),
-                    shift=logit_shift(self.network, kind), t_samples=1, seed=k,
-                    batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum)).sum().cpu()
-                    for k in range(draws_n)])  # log p of all held-out answers, per draw
+                if kind == "bd3lm":
+                    draws = self._block_draws(target, draws_n)
+                else:
+                    draws = torch.stack([sequence_logprob(
+                        self.network, kind, ids.to(self.device), target.to(self.device),
+                        mask_id=self.tokenizer.mask_id, valid=valid.to(self.device),
+                        shift=logit_shift(self.network, kind), t_samples=1, seed=k,
+                        batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum))
+                        .sum().cpu() for k in range(draws_n)])  # log p of the answers, per draw
         finally:
             self.network.train(was_training)
         n_tokens = int(target.sum())
@@ -198,6 +209,20 @@ class SFTTrainer(Trainer):
                           upper_bound=kind != "ar", n_chunks=len(ids), n_tokens=n_tokens,
                           n_bytes=n_bytes, t_samples=None if kind == "ar" else
                           self.cfg.eval_t_samples, seed=0)
+
+    def _block_draws(self, target: torch.Tensor, n: int) -> torch.Tensor:
+        """Block diffusion: ``n`` draws (seeds 0, 1, ...) of the block ELBO of the held-out
+        answers and their first EOS given the prompts (the answer's EOS padding is masked
+        like the answer, as in training, and not counted): minus their summed terms."""
+        out = []
+        for k in range(n):
+            g = torch.Generator().manual_seed(k)
+            length = -(-self.val_batch.shape[-1] // self.block_size) * self.block_size
+            noise = self.objective.draw(len(self.val_batch), length, g)
+            terms, _, _ = self.objective.terms(self.network, self.val_batch.to(self.device),
+                                               noise)
+            out.append(-(terms * target[:, :terms.shape[1]].to(terms.device)).sum().cpu())
+        return torch.stack(out)
 
     def _plot_title(self) -> str:
         return (f"{self.cfg.kind} SFT · {Path(self.cfg.init_from).name} · "

@@ -159,8 +159,6 @@ class TrainConfig:
             from ..models.lora import LoraSpec
 
             LoraSpec.parse(self.lora)  # a clear error now, not after loading the base
-        if self.sft_data is not None and self.kind == "bd3lm":
-            raise DLMError("SFT of block-diffusion models is not supported yet")
         if self.batch_size % self.grad_accum:
             raise DLMError(f"--batch-size {self.batch_size} is not divisible by "
                            f"--grad-accum {self.grad_accum}")
