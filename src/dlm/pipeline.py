@@ -281,7 +281,8 @@ class Model:
         (not the plain log-probability) so that tokens that are merely hard to predict, like
         the first words of a text, rank below tokens the model confidently disagrees with."""
         x = torch.tensor(ids, device=self.device)
-        start = len(self._bos())
+        # a BOS is no token to edit, nor a shifted model's first slot (nothing predicts it)
+        start = len(self._bos()) + logit_shift(self.network, self.kind)
         n = len(ids)
         passes = max(1, min(passes, n - start))
         slot = torch.arange(n, device=self.device)
@@ -323,8 +324,9 @@ class Model:
                  for (a, b), first in zip(pairs, starts)]
         if any(not b for _, b in pairs):
             raise DLMError("a continuation is empty")
-        if self.kind == "ar" and any(not a for a, _ in pairs):
-            raise DLMError("an autoregressive model needs a context before the continuation")
+        if logit_shift(self.network, self.kind) and any(not a for a, _ in pairs):
+            raise DLMError("a model with shifted logits (AR, Dream-style) needs a context "
+                           "before the continuation: nothing predicts its first token")
         ids, valid = left_pad([a + b for a, b in pairs], self.pad_id, self.device)
         S = ids.shape[1]
         if S > self.max_seq_len:

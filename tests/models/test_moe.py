@@ -514,3 +514,31 @@ def test_lora_sft_of_llada2_lowers_its_block_elbo_on_the_answers(tmp_path):
         before, after = (loss(m.network, batch, noise=noise).loss for m in (plain, tuned))
     assert after < 0.8 * before, (before, after)
     assert len(tuned.generate("w1 w2 w3", gen_length=8, stop_at_eos=False).tokens[0]) == 8
+
+
+def test_the_router_runs_in_float32_under_autocast_and_keeps_its_bias(tmp_path):
+    model = dlm.load(write_moe(tmp_path / "l2", LLADA2_CONFIG, llada2_weights()), device="cpu",
+                     dtype="bf16")
+    moe = model.network.blocks[1].mlp
+    assert moe.expert_bias.dtype == torch.float32 and moe.router.weight.dtype == torch.bfloat16
+    x = torch.randn(64, D, generator=torch.Generator().manual_seed(0)).bfloat16()
+    plain = moe.route(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = moe.route(x)
+    assert auto[0].dtype == torch.float32
+    assert torch.equal(plain[1], auto[1]) and torch.equal(plain[0], auto[0])
+
+
+def test_export_refuses_a_mixture_it_cannot_write_back(tmp_path):
+    model = dlm.load(write_moe(tmp_path / "l2", LLADA2_CONFIG, llada2_weights()), device="cpu")
+    from dataclasses import replace
+
+    from dlm.models.hf import export_architecture
+
+    for change, match in [(dict(router_norm=False), "renormalises"),
+                          (dict(shift_logits=True), "shifted logits"),
+                          (dict(moe_layers=[1]), "dense layers first")]:
+        with pytest.raises(DLMError, match=match):
+            export_architecture(replace(model.network.config, **change), model.config)
+    assert export_architecture(replace(model.network.config, moe_layers=None),
+                               model.config) == "llada2"

@@ -312,3 +312,17 @@ def test_dreams_schedule_commits_nothing_at_first_when_steps_equal_the_masks():
     assert got == want and want[0] == 512 and want[-1] == 0
     assert masked_targets(torch.ones(1, 12, dtype=torch.bool), 4, "dream", 0.5)[0].tolist() \
         == [11, 10, 9, 0]
+
+
+def test_a_shifted_models_first_slot_is_never_asked_for(tmp_path):
+    """Dream reads slot i from slot i - 1: no likelihood without a context, and edit never
+    re-masks the first token (nothing predicts it)."""
+    from dlm.errors import DLMError
+
+    model = checkpoint(tmp_path, "dream")
+    with pytest.raises(DLMError, match="needs a context"):
+        model.loglikelihood_ids([([], [3, 4])])
+    for k in range(6):
+        text = " ".join(f"w{(7 * k + 3 * i) % 40}" for i in range(6))
+        out = model.edit(text, budget=2)
+        assert 0 not in out.remasked[0] and len(out.remasked[0]) == 2

@@ -126,6 +126,9 @@ def fill_network(network: Transformer, state: dict[str, torch.Tensor],
     network.to(device)
     if dtype is not None:
         network.to(dtype)
+    for module in network.modules():  # a router's expert bias stays float32 (as published)
+        if isinstance(getattr(module, "expert_bias", None), torch.Tensor):
+            module.expert_bias = module.expert_bias.float()
     return network.eval()
 
 

@@ -497,7 +497,8 @@ def load_hf_dir(path: str | Path, device: str | torch.device = "cpu",
                     pieces = tensor.split([expected[p][0] for p in parts]) \
                         if len(parts) > 1 else (tensor,)
                     for p, piece in zip(parts, pieces):
-                        state[p] = (piece if dtype is None else piece.to(dtype)).contiguous()
+                        keep = dtype is None or p.endswith("expert_bias")  # stays float32
+                        state[p] = (piece if keep else piece.to(dtype)).contiguous()
                         source[p] = name
         except (SafetensorError, OSError) as e:
             raise DLMError(f"{f}: cannot read weights ({e})") from None
@@ -680,12 +681,19 @@ def export_architecture(c: TransformerConfig, config: dict) -> str:
     """The published layout a network fits, or a clear error."""
     kind = config.get("kind")
     block = config.get("objective", {}).get("block_size")
+    rot = c.rotary_dim or c.head_dim
+    if c.n_experts and (c.shift_logits or int(c.head_dim * (rot / c.head_dim)) != rot):
+        raise DLMError("shifted logits, or a rotary width that is no exact fraction of the "
+                       "head, have no LLaDA-MoE / LLaDA2 layout")
     if c.n_experts and c.router == "sigmoid":
+        if not (c.router_bias and c.router_norm):
+            raise DLMError("LLaDA2's router always has an expert bias and renormalises")
         if kind != "bd3lm" or block != LLADA2_BLOCK:
             raise DLMError(f"a sigmoid-routed mixture of experts exports as LLaDA2, a block "
                            f"diffusion model with blocks of {LLADA2_BLOCK} (this one is "
                            f"{kind!r}, block size {block})")
-        if c.moe_layers != list(range(c.n_layers - len(c.moe_layers), c.n_layers)):
+        moe = [i for i in range(c.n_layers) if c.is_moe(i)]
+        if moe != list(range(c.n_layers - len(moe), c.n_layers)):
             raise DLMError("LLaDA2's layout has its dense layers first, then only MoE layers")
         if c.d_shared_expert % c.d_expert:
             raise DLMError("LLaDA2's shared expert is a whole number of experts wide")
@@ -694,9 +702,10 @@ def export_architecture(c: TransformerConfig, config: dict) -> str:
         raise DLMError(f"only masked-diffusion models (and LLaDA2's block diffusion) export to "
                        f"a published layout (this one is {kind!r})")
     if c.n_experts:
-        if c.router_norm or c.router_scale != 1 or c.router_groups != 1 or c.head_size:
+        if c.router_norm or c.router_scale != 1 or c.router_groups != 1 or c.head_size or \
+                c.qkv_bias:
             raise DLMError("LLaDA-MoE's layout has plain softmax routing (no renormalisation, "
-                           "scale or groups) and heads of d_model / n_heads")
+                           "scale or groups), heads of d_model / n_heads and no q/k/v bias")
         return "llada_moe"
     if c.qk_norm or c.rotary_dim or c.head_size:
         raise DLMError("q/k norms, partial rotary and a set head size have no LLaDA / Dream "

@@ -229,7 +229,9 @@ def _our_module(module: str) -> tuple[str, str] | None:
     """(our module name, 'llada' | 'dream') for a published module name, else None."""
     from .hf import our_name
 
-    for arch in ("llada", "dream", "llada_moe"):  # (LLaDA2's fused q/k/v has no one layer)
+    # LLaDA-MoE's names include Dream's (Qwen2-style), so one adapter resolves as one family;
+    # LLaDA2's fused q/k/v is no one layer of ours
+    for arch in ("llada", "llada_moe"):
         ours = our_name(arch, module + ".weight")
         if isinstance(ours, str):
             return ours.removesuffix(".weight"), arch

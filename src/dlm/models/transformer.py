@@ -389,7 +389,11 @@ class MoE(nn.Module):
     def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x [N, d] -> (weights [N, k] float32, expert indices [N, k])."""
         c = self.cfg
-        logits = F.linear(x.float(), self.router.weight.float())  # [N, E]
+        with torch.autocast(x.device.type, enabled=False):  # float32 even under autocast
+            return self._route(x.float(), c)
+
+    def _route(self, x: Tensor, c: TransformerConfig) -> tuple[Tensor, Tensor]:
+        logits = F.linear(x, self.router.weight.float())  # [N, E]
         bias = self.expert_bias.float() if c.router_bias else 0.0
         if c.router == "softmax":
             scores = logits.softmax(-1) + bias

@@ -145,8 +145,10 @@ class Trainer:
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            # an expert no token was routed to gets no gradient in that step
             self.model = DDP(self.model, device_ids=[self.device.index]
-                             if self.device.type == "cuda" else None)
+                             if self.device.type == "cuda" else None,
+                             find_unused_parameters=bool(self.network.config.n_experts))
 
     # ---------------------------------------------------------------------------------------
     # setup helpers (``sft.SFTTrainer`` overrides the data, network and objective)
