@@ -40,13 +40,22 @@ HEADS = {"llada": ("model.transformer.ff_out.weight", "model.transformer.ln_f.we
 def checkpoint(tmp_path, arch: str, eos_bias: float = 0.0, seed: int = 0):
     """A loaded tiny ``arch`` checkpoint with the published ids (pad = EOS). ``eos_bias``
     pushes the EOS logit up (along the final norm's signs), so answers end early."""
-    sd = (llada_weights(seed=seed) if arch == "llada" else dream_weights(seed=seed + 1))
-    head, norm = HEADS[arch]
-    sd[head][EOS] += sd[norm].sign() * eos_bias
-    config = LLADA_CONFIG if arch == "llada" else DREAM_CONFIG
+    path = tmp_path / f"{arch}-{seed}-{eos_bias}"
+    if arch in ("llada_moe", "llada2"):  # (imported here: test_moe imports this file)
+        from tests.models import test_moe as m
+
+        config, sd = (m.LLADA_MOE_CONFIG, m.llada_moe_weights(seed=seed)) \
+            if arch == "llada_moe" else (m.LLADA2_CONFIG, m.llada2_weights(seed=seed))
+        sd["lm_head.weight"][EOS] += sd["model.norm.weight"].sign() * eos_bias
+        m.write_moe(path, config, sd)
+    else:
+        sd = (llada_weights(seed=seed) if arch == "llada" else dream_weights(seed=seed + 1))
+        head, norm = HEADS[arch]
+        sd[head][EOS] += sd[norm].sign() * eos_bias
+        config = LLADA_CONFIG if arch == "llada" else DREAM_CONFIG
+        write_checkpoint(path, config, sd)
     assert config["pad_token_id"] == config["eos_token_id"] == EOS
-    model = dlm.load(write_checkpoint(tmp_path / f"{arch}-{seed}-{eos_bias}", config, sd),
-                     device="cpu")
+    model = dlm.load(path, device="cpu")
 
     def no_mask(module, args, logits):
         logits[..., MASK] = -1e4
@@ -183,13 +192,15 @@ def prefer_eos_from(n: int, prompt_length: int):
     return hook
 
 
-@pytest.mark.parametrize("arch", ["llada", "dream"])
+@pytest.mark.parametrize("arch", ["llada", "dream", "llada_moe", "llada2"])
 def test_eos_is_written_where_the_model_puts_it_first(tmp_path, arch):
     model = checkpoint(tmp_path, arch)
     assert model.pad_id == model.eos_id == EOS
     out = model.generate("w1 w2 w3", steps=8, gen_length=8, temperature=0.0,
-                         on_logits=prefer_eos_from(0, 3))
+                         on_logits=prefer_eos_from(0, 3), stop_at_eos=False)
     assert out.tokens == [[EOS] * 8] and out.text == ""
+    answer = model.generate("w1 w2 w3", gen_length=12, on_logits=prefer_eos_from(3, 3))
+    assert len(answer.text.split()) == 3  # an answer padded with EOS ends
 
 
 @pytest.mark.parametrize("arch", ["llada", "dream"])
