@@ -19,7 +19,11 @@ import dlm
 from dlm.errors import DLMError
 from dlm.models.transformer import MoE, TransformerConfig
 from tests.models.test_hf import EOS, MASK, V, randn, rms, write_checkpoint, write_tokenizer
-from tests.sample.test_published_samplers import left_padded, llada_generate
+from tests.sample.test_published_samplers import (  # (MASK at -1e4: see that file)
+    left_padded,
+    llada_generate,
+    no_mask_logits,
+)
 
 D, HEADS = 32, 4
 
@@ -352,16 +356,6 @@ def test_export_writes_the_published_layout_and_loads_back(tmp_path, family):
 
 
 # -- decoding as the authors' samplers --------------------------------------------------------
-
-def no_mask_logits(model):
-    """A trained model gives MASK no probability; random weights do (see
-    tests/sample/test_published_samplers.py): its logit is set to -1e4 for both samplers."""
-    def hook(module, args, out):
-        out[..., MASK] = -1e4
-        return out
-    model.network.lm_head.register_forward_hook(hook)
-    return model
-
 
 @pytest.mark.parametrize("steps,gen_length,block_length", [(8, 8, 8), (8, 16, 4)])
 def test_llada_moe_greedy_equals_llada_generate(tmp_path, steps, gen_length, block_length):

@@ -55,13 +55,16 @@ def checkpoint(tmp_path, arch: str, eos_bias: float = 0.0, seed: int = 0):
         config = LLADA_CONFIG if arch == "llada" else DREAM_CONFIG
         write_checkpoint(path, config, sd)
     assert config["pad_token_id"] == config["eos_token_id"] == EOS
-    model = dlm.load(path, device="cpu")
+    return no_mask_logits(dlm.load(path, device="cpu"))
 
-    def no_mask(module, args, logits):
+
+def no_mask_logits(model):
+    """MASK's logit at -1e4 for every caller of the network (a hook on its head)."""
+    def hook(module, args, logits):
         logits[..., MASK] = -1e4
         return logits
 
-    model.network.lm_head.register_forward_hook(no_mask)
+    model.network.lm_head.register_forward_hook(hook)
     return model
 
 

@@ -45,8 +45,17 @@ INDEX_FILE, SINGLE_FILE = "model.safetensors.index.json", "model.safetensors"
 
 _LB = r"model\.transformer\.blocks\.(\d+)\."  # a LLaDA block
 _DL = r"model\.layers\.(\d+)\."  # a Dream (Qwen2-style) layer; LLaDA-MoE's and LLaDA2's too
-_EXPERTS = (_DL + r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight",
-            r"blocks.\1.mlp.experts.\2.\3_proj.weight")
+# the names LLaDA-MoE and LLaDA2 share: norms, head, router, experts, dense feed-forwards
+_MOE_IN = [
+    (r"model\.norm\.weight", "norm.weight"), (r"lm_head\.weight", "lm_head.weight"),
+    (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+    (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
+    (_DL + r"mlp\.gate\.weight", r"blocks.\1.mlp.router.weight"),
+    (_DL + r"mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight",
+     r"blocks.\1.mlp.experts.\2.\3_proj.weight"),
+    (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),  # dense
+    (r".*rotary_emb\.inv_freq", None),
+]
 
 # (published name pattern, our name); the first match wins, None = known and ignored
 RENAMES: dict[str, list[tuple[str, str | None]]] = {
@@ -74,39 +83,23 @@ RENAMES: dict[str, list[tuple[str, str | None]]] = {
         (r".*rotary_emb\.inv_freq", None),  # a recomputed buffer some exports include
     ],
     "llada_moe": [
-        (r"model\.embed_tokens\.weight", "embed_tokens.weight"),
-        (r"model\.norm\.weight", "norm.weight"),
-        (r"lm_head\.weight", "lm_head.weight"),
-        (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+        (r"model\.embed_tokens\.weight", "embed_tokens.weight"), *_MOE_IN,
         (_DL + r"self_attn\.([qkvo])_proj\.weight", r"blocks.\1.attn.\2_proj.weight"),
         (_DL + r"self_attn\.([qk])_norm\.weight", r"blocks.\1.attn.\2_norm.weight"),
-        (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
-        (_DL + r"mlp\.gate\.weight", r"blocks.\1.mlp.router.weight"),
         (_DL + r"mlp\.expert_bias", r"blocks.\1.mlp.expert_bias"),
-        _EXPERTS,
         (_DL + r"shared_expert\.(gate|up|down)_proj\.weight",
          r"blocks.\1.mlp.shared.\2_proj.weight"),
-        (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),  # dense
-        (r".*rotary_emb\.inv_freq", None),
     ],
     "llada2": [
-        (r"model\.word_embeddings\.weight", "embed_tokens.weight"),
-        (r"model\.norm\.weight", "norm.weight"),
-        (r"lm_head\.weight", "lm_head.weight"),
-        (_DL + r"input_layernorm\.weight", r"blocks.\1.attn_norm.weight"),
+        (r"model\.word_embeddings\.weight", "embed_tokens.weight"), *_MOE_IN,
         (_DL + r"attention\.query_key_value\.(weight|bias)",  # split by rows into q | k | v
          (r"blocks.\1.attn.q_proj.\2", r"blocks.\1.attn.k_proj.\2", r"blocks.\1.attn.v_proj.\2")),
         (_DL + r"attention\.query_layernorm\.weight", r"blocks.\1.attn.q_norm.weight"),
         (_DL + r"attention\.key_layernorm\.weight", r"blocks.\1.attn.k_norm.weight"),
         (_DL + r"attention\.dense\.weight", r"blocks.\1.attn.o_proj.weight"),
-        (_DL + r"post_attention_layernorm\.weight", r"blocks.\1.mlp_norm.weight"),
-        (_DL + r"mlp\.gate\.weight", r"blocks.\1.mlp.router.weight"),
         (_DL + r"mlp\.gate\.expert_bias", r"blocks.\1.mlp.expert_bias"),
-        _EXPERTS,
         (_DL + r"mlp\.shared_experts\.(gate|up|down)_proj\.weight",
          r"blocks.\1.mlp.shared.\2_proj.weight"),
-        (_DL + r"mlp\.(gate|up|down)_proj\.weight", r"blocks.\1.mlp.\2_proj.weight"),  # dense
-        (r".*rotary_emb\.inv_freq", None),
     ],
 }
 LLADA2_BLOCK = 32  # the block size LLaDA2 was trained and is sampled with (its generate())
