@@ -194,7 +194,7 @@ def test_greedy_check_is_llada_one_token_per_step(trained):
 def test_classifier_free_guidance_follows_llada(trained):
     """cfg: logits u + (s + 1)(c - u), u from the context masked: at s = 0 the plain estimate;
     at s > 0 the one written here with the same draws."""
-    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.kinds import sequence_logprob
 
     model = dlm.load(trained["mdlm"], device="cpu")
     pair = (model.tokenizer.encode("ROMEO: O"), model.tokenizer.encode(" Juliet"))
@@ -267,7 +267,7 @@ def test_gen_kwargs_map_onto_the_sampler_and_empty_continuations_score_zero(trai
 def test_guidance_masks_a_shifted_models_context_and_ignores_padding(tmp_path):
     """Dream (shifted logits, no BOS), two pairs of different lengths (left padding): the
     unconditional pass masks each row's whole context, and padding stays padding."""
-    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.kinds import sequence_logprob
     from dlm.sample.driver import left_pad
     from tests.models.test_hf import DREAM_CONFIG, MASK, dream_weights, write_checkpoint
 

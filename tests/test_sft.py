@@ -190,8 +190,8 @@ QA = [("Capital of France?", "Paris"), ("Colour of the sky?", "blue"), ("Two plu
 def answer_logprob(path) -> float:
     """Sum over the Q&A rows of log p(answer + EOS | prompt), as the SFT evaluator scores it."""
     import dlm
-    from dlm.diffusion.likelihood import sequence_logprob
-    from dlm.sample.driver import logit_shift
+    from dlm.kinds import get as get_kind
+    from dlm.kinds import sequence_logprob
     from dlm.sft.loss import up_to_first_eos
 
     model = dlm.load(path, device="cpu")
@@ -202,7 +202,7 @@ def answer_logprob(path) -> float:
     target = up_to_first_eos(ids, answer, model.eos_id)
     lp = sequence_logprob(model.network, model.kind, ids, target, mask_id=model.mask_id,
                           valid=~answer | target,  # the EOS padding after the first EOS is no
-                          shift=logit_shift(model.network, model.kind),  # context
+                          shift=get_kind(model.kind).logit_shift(model.network),  # context
                           t_samples=16, seed=0)
     return lp.sum().item()
 
@@ -416,7 +416,7 @@ def test_sft_plan_data_checks_and_held_out_error(tmp_path, trained, capsys, monk
     with the SFT file."""
     import dlm
     import dlm.train.trainer as trainer_module
-    from dlm.diffusion.likelihood import sequence_logprob
+    from dlm.kinds import sequence_logprob
     from dlm.sft.loss import up_to_first_eos
     from dlm.train import TrainConfig, train
 

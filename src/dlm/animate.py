@@ -67,8 +67,9 @@ def animate(trace: Trace, tokenizer: Tokenizer, fps: float = 12.0,
     if not console.is_terminal:
         console.print(frame(trace, tokenizer, n))
     else:
-        # AR traces have one token per step: speed them up so both kinds take similar time.
-        delay = 1.0 / max(fps, 1e-3) * (0.25 if trace.kind == "ar" else 1.0)
+        # a trace of one token per step (AR) plays faster, so every kind takes similar time
+        one_each = all(len(p) <= 1 for s in trace.steps for p in s.positions)
+        delay = 1.0 / max(fps, 1e-3) * (0.25 if one_each else 1.0)
         with Live(frame(trace, tokenizer, 0), console=console, refresh_per_second=60,
                   transient=False) as live:
             time.sleep(delay * 4)

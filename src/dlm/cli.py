@@ -70,9 +70,10 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, .
             parser.add_argument(flag, action="append", default=argparse.SUPPRESS,
                                 metavar="TEXT", help=f"{help_text} (repeatable)")
         else:
-            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS,
-                                choices=f.metadata.get("choices"),
-                                metavar=None if f.metadata.get("choices") else f.name.upper(),
+            choices = f.metadata.get("choices")  # a callable: what is registered now (kinds)
+            choices = choices() if callable(choices) else choices
+            parser.add_argument(flag, type=typ, default=argparse.SUPPRESS, choices=choices,
+                                metavar=None if choices else f.name.upper(),
                                 help=help_text if said or default is None else
                                 f"{help_text} (default: {default})")
 
@@ -113,7 +114,8 @@ SFT_SKIP = ("kind", "init_from", "sft_data", "data", "text_field", "tokenizer", 
 
 
 def cmd_sft(ns: argparse.Namespace) -> int:
-    from .models.formats import checkpoint_config, hub_snapshot, read_config
+    from .models.formats import hub_snapshot, read_config
+    from .models.loading import checkpoint_config
     from .train.checkpoint import has_checkpoint
 
     if getattr(ns, "resume", False) and hasattr(ns, "out") and has_checkpoint(ns.out):
@@ -428,7 +430,7 @@ def cmd_merge(ns: argparse.Namespace) -> int:
 
 
 def cmd_info(ns: argparse.Namespace) -> int:
-    from .models.formats import checkpoint_config
+    from .models.loading import checkpoint_config
 
     cfg = checkpoint_config(ns.checkpoint)  # every format dlm.load reads; no weights loaded
     if ns.json:

@@ -17,30 +17,23 @@ from pathlib import Path
 
 import torch
 
+from . import kinds
 from .data.corpora import load_corpus
 from .data.loader import token_stream
 from .data.tokenizer import Tokenizer
 from .devices import autocast, resolve_device
-from .diffusion.likelihood import (
-    EvalResult,
-    eval_chunks,
-    evaluate,
-    sequence_logprob,
-    shift_right,
-)
-from .diffusion.objectives import attention_for
+from .diffusion.likelihood import EvalResult, eval_chunks, shift_right
 from .errors import DLMError
-from .models.formats import load_checkpoint, save_model_dir
+from .models.formats import save_model_dir
+from .models.loading import load_checkpoint
 from .models.transformer import Transformer
 from .sample.config import SampleConfig
 from .sample.driver import (
     LogitsHook,
     TokensHook,
-    bos_ids,
     denoise,
     generate,
     left_pad,
-    logit_shift,
 )
 from .sample.strategies import unwritable
 from .sample.templates import build_canvas, parse_template, read_fillings
@@ -82,6 +75,7 @@ class Model:
     def __init__(self, network: Transformer, tokenizer: Tokenizer, config: dict):
         self.network, self.tokenizer, self.config = network, tokenizer, config
         self.kind: str = config["kind"]
+        self.spec: kinds.Kind = kinds.get(self.kind)  # what the kind decides (dlm.kinds)
 
     # --- contract names -----------------------------------------------------------------------
     @property
@@ -147,7 +141,7 @@ class Model:
         """``generate`` from token ids (one list per prompt); ``text`` is a list."""
         cfg = self.sample_config(config, **fields)
         with autocast(self.device):
-            gen = generate(self.network, prompts, cfg, kind=self.kind, mask_id=self.mask_id,
+            gen = generate(self.network, prompts, cfg, kind=self.spec, mask_id=self.mask_id,
                            eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
                            on_logits=on_logits, on_tokens=on_tokens)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
@@ -166,14 +160,7 @@ class Model:
 
     def _bos(self) -> list[int]:
         """What goes before every text (an AR model's BOS), as ``generate`` does."""
-        return bos_ids(self.kind, self.eos_id)
-
-    def _need_diffusion(self, what: str) -> None:
-        if self.kind == "ar":
-            raise DLMError(f"{what} needs a diffusion model; this checkpoint is autoregressive")
-        if self.kind == "bd3lm":
-            raise DLMError(f"{what} needs a masked diffusion (mdlm) model: a bd3lm model "
-                           "writes its blocks left to right")
+        return self.spec.bos(self.eos_id)
 
     def infill(self, template: str | list[str], trace: bool = False,
                config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
@@ -183,7 +170,7 @@ class Model:
 
             model.infill("The cat sat on the [MASK:4].").fillings   # ["mat."]-like
         """
-        self._need_diffusion("infill")
+        self.spec.refuse("infill")
         cfg = self.sample_config(config, **fields)
         templates = [template] if isinstance(template, str) else list(template)
         parsed = [parse_template(t) for t in templates]
@@ -196,7 +183,7 @@ class Model:
                 row[len(bos) + a:len(bos) + b] = [span.exact] * (b - a)
         with autocast(self.device):
             gen = denoise(self.network, [bos + c.ids for c in canvases],
-                          [len(bos)] * len(canvases), cfg, kind=self.kind,
+                          [len(bos)] * len(canvases), cfg, kind=self.spec,
                           mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
                           record_trace=trace, on_logits=on_logits, on_tokens=on_tokens,
                           no_eos=no_eos)
@@ -222,7 +209,7 @@ class Model:
 
             model.edit("The cat sat on the mta.", budget=3).text
         """
-        self._need_diffusion("edit")
+        self.spec.refuse("edit")
         cfg = self.sample_config(config, **fields)
         texts = [text] if isinstance(text, str) else list(text)
         if spans is not None and len(texts) != 1:
@@ -256,7 +243,7 @@ class Model:
                 canvas[i] = self.mask_id
             canvases.append(canvas)
         with autocast(self.device):
-            gen = denoise(self.network, canvases, [len(bos)] * len(rows), cfg, kind=self.kind,
+            gen = denoise(self.network, canvases, [len(bos)] * len(rows), cfg, kind=self.spec,
                           mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
                           record_trace=trace, on_logits=on_logits, on_tokens=on_tokens,
                           no_eos=[[t == self.mask_id for t in c] for c in canvases])
@@ -282,7 +269,7 @@ class Model:
         the first words of a text, rank below tokens the model confidently disagrees with."""
         x = torch.tensor(ids, device=self.device)
         # a BOS is no token to edit, nor a shifted model's first slot (nothing predicts it)
-        start = len(self._bos()) + logit_shift(self.network, self.kind)
+        start = len(self._bos()) + self.spec.logit_shift(self.network)
         n = len(ids)
         passes = max(1, min(passes, n - start))
         slot = torch.arange(n, device=self.device)
@@ -291,7 +278,7 @@ class Model:
         xt = torch.where(hide, self.mask_id, x[None, :])
         with autocast(self.device):
             logits = self.network(xt, attn=self.network.default_attention)
-        if logit_shift(self.network, self.kind):
+        if self.spec.logit_shift(self.network):
             logits = shift_right(logits)
         logits[..., unwritable(self.mask_id, self.pad_id, self.eos_id)] = -math.inf
         lp = torch.log_softmax(logits.double(), -1)  # [passes, n, V]
@@ -316,15 +303,13 @@ class Model:
     def _pairs(self, pairs: list[tuple[list[int], list[int]]], bos: bool | list[bool] = True):
         """(BOS + context, continuation) rows left-padded into one batch: ids, valid, target.
         ``bos``: whether each row starts a text (a shifted-logit model's BOS goes first)."""
-        if self.kind == "bd3lm":
-            raise DLMError("the likelihood of a continuation is not implemented for block "
-                           "diffusion (bd3lm) models yet; dlm eval gives their block ELBO")
+        self.spec.refuse("loglikelihood")
         starts = [bos] * len(pairs) if isinstance(bos, bool) else list(bos)
         pairs = [((self._bos() if first else []) + list(a), list(b))
                  for (a, b), first in zip(pairs, starts)]
         if any(not b for _, b in pairs):
             raise DLMError("a continuation is empty")
-        if logit_shift(self.network, self.kind) and any(not a for a, _ in pairs):
+        if self.spec.logit_shift(self.network) and any(not a for a, _ in pairs):
             raise DLMError("a model with shifted logits (AR, Dream-style) needs a context "
                            "before the continuation: nothing predicts its first token")
         ids, valid = left_pad([a + b for a, b in pairs], self.pad_id, self.device)
@@ -345,10 +330,10 @@ class Model:
         False for that pair (a window in the middle of a text)."""
         ids, valid, target = self._pairs(pairs, bos)
         with autocast(self.device):
-            lp = sequence_logprob(self.network, self.kind, ids, target, mask_id=self.mask_id,
-                                  valid=valid, shift=logit_shift(self.network, self.kind),
-                                  t_samples=t_samples, seed=seed, batch_size=batch_size,
-                                  cfg_scale=cfg_scale)
+            lp = self.spec.sequence_logprob(
+                self.network, ids, target, mask_id=self.mask_id, valid=valid,
+                shift=self.spec.logit_shift(self.network), t_samples=t_samples, seed=seed,
+                batch_size=batch_size, cfg_scale=cfg_scale)
         return lp.tolist()
 
     @torch.no_grad()
@@ -358,7 +343,7 @@ class Model:
         argmax at every continuation slot (one pass). Diffusion, LLaDA's check: the
         continuation's slots start masked and are filled one per step, the most confident
         first, each with its argmax."""
-        if self.kind == "ar":
+        if self.spec.exact:
             ids, valid, target = self._pairs(pairs)
             positions = (valid.long().cumsum(1) - 1).clamp(min=0)
             with autocast(self.device):
@@ -379,7 +364,7 @@ class Model:
             canvases = [bos + list(pairs[i][0]) + [self.mask_id] * n for i in rows]
             with autocast(self.device):
                 gen = denoise(self.network, canvases, [len(c) - n for c in canvases], cfg,
-                              kind=self.kind, mask_id=self.mask_id, eos_id=self.eos_id,
+                              kind=self.spec, mask_id=self.mask_id, eos_id=self.eos_id,
                               pad_id=self.pad_id, record_trace=False)
             for i, canvas in zip(rows, gen.canvases):
                 out[i] = canvas[-n:] == list(pairs[i][1])
@@ -408,7 +393,7 @@ class Model:
         if len(chunks) == 0:
             raise DLMError(f"held-out split of {data!r} is shorter than one chunk")
         with autocast(self.device):
-            return evaluate(self.network, self.kind, chunks, self.tokenizer.token_bytes,
+            return kinds.evaluate(self.network, self.spec, chunks, self.tokenizer.token_bytes,
                             mask_id=self.mask_id, bos_id=self.eos_id,
                             t_samples=t_samples, seed=seed, batch_size=batch_size,
                             block_size=self.block_size, progress=progress)
@@ -433,7 +418,7 @@ class Model:
 
         name = name or lora.adapter_name(path, self.network)  # hf:owner/name: named "name"
         local = hub_snapshot(path)
-        name = lora.load_adapter(self.network, local, weight, name)
+        name = lora.load_adapter(self.network, local, weight, name, kind=self.kind)
         if "generation" not in self.config:  # a dlm SFT run's sampler defaults come along
             from .models.formats import CONFIG_FILE, is_dlm_dir, read_config
 
@@ -505,8 +490,8 @@ def load(path: str | Path, device: str = "auto", dtype: torch.dtype | str | None
     network, tokenizer, config = load_checkpoint(path, device=resolve_device(device),
                                                  dtype=parse_dtype(dtype), strict=strict,
                                                  base=base)
-    network.default_attention = attention_for(config["kind"],
-                                              config.get("objective", {}).get("block_size"))
+    network.default_attention = kinds.get(config["kind"]).attention(
+        config.get("objective", {}).get("block_size"))
     model = Model(network, tokenizer, config)
     for a in adapters:
         a_path, weight = (a, 1.0) if isinstance(a, (str, Path)) else a

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dlm.diffusion import likelihood
-from dlm.diffusion.likelihood import evaluate
+from dlm.kinds import evaluate
 from tests.conftest import tiny_net
 
 MASK, BOS = 38, 39

@@ -295,7 +295,7 @@ def test_hub_ids_are_explicit_and_fetch_only_safetensors(tmp_path, monkeypatch):
     repo, patterns = calls[0]
     assert repo == "GSAI-ML/LLaDA-8B-Instruct" and "*.safetensors" in patterns
     assert not any(p.endswith((".bin", ".pt", ".pth", ".pkl")) for p in patterns)
-    from dlm.models.formats import checkpoint_config
+    from dlm.models.loading import checkpoint_config
 
     assert checkpoint_config("hf:GSAI-ML/LLaDA-8B-Instruct")["source"]["format"] == "llada"
     assert not any("safetensors" in p for p in calls[-1][1])  # dlm info: no weights fetched

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dlm.diffusion.likelihood import sequence_logprob
 from dlm.errors import DLMError
+from dlm.kinds import sequence_logprob
 from dlm.models.transformer import Attention, KVCache, TransformerConfig
 from dlm.sample.config import SampleConfig
 from dlm.sample.driver import denoise, generate

@@ -173,48 +173,6 @@ def block_nelbo(network, chunks: Tensor, mask_id: int, block_size: int, t_sample
     return est.mean(1), var
 
 
-def evaluate(network, kind: str, chunks: Tensor, token_bytes: np.ndarray, *, mask_id: int,
-             bos_id: int, t_samples: int = 8, seed: int = 0, batch_size: int = 32,
-             block_size: int | None = None, progress: bool = False) -> EvalResult:
-    """Held-out loss of a network on fixed chunks, in nats/token and bits/byte.
-
-    ``progress``: show how far it got on stderr (a bar over the chunks with rate and ETA on a
-    terminal, a line when it starts and one when it ends otherwise); the numbers are the same
-    either way."""
-    if t_samples < 1:
-        raise DLMError(f"t_samples must be >= 1 (got {t_samples})")
-    if len(chunks) == 0:
-        raise DLMError("no held-out chunks to evaluate on")
-    was_training = network.training
-    network.eval()
-    what = f"{len(chunks):,} chunks of {chunks.shape[1]} tokens" + (
-        "" if kind == "ar" else f", {t_samples} mask draws each")
-    try:
-        with EvalProgress(len(chunks), what, enabled=progress) as bar:
-            n_bytes = int(token_bytes[chunks.numpy()].sum())
-            n_tokens = chunks.numel()
-            if kind == "ar":
-                nats = ar_nll(network, chunks, bos_id, batch_size, on_batch=bar.advance)
-                total, se = nats.sum().item(), 0.0
-                upper, ks = False, None
-            else:
-                if kind == "bd3lm":
-                    mean, var = block_nelbo(network, chunks, mask_id, block_size, t_samples,
-                                            seed, batch_size, on_batch=bar.advance)
-                else:
-                    mean, var = masked_nelbo(network, chunks, mask_id, t_samples, seed,
-                                             batch_size, on_batch=bar.advance)
-                total, se = mean.sum().item(), math.sqrt(var.sum().item())
-                upper, ks = True, t_samples
-    finally:
-        network.train(was_training)
-    return EvalResult(kind=kind, nats_per_token=total / n_tokens,
-                      bits_per_byte=total / LN2 / max(n_bytes, 1),
-                      se_bits_per_byte=se / LN2 / max(n_bytes, 1), upper_bound=upper,
-                      n_chunks=len(chunks), n_tokens=n_tokens, n_bytes=n_bytes,
-                      t_samples=ks, seed=seed if upper else None)
-
-
 class EvalProgress:
     """How far a held-out evaluation got, on stderr: on a terminal a rich bar over the chunks
     (rate, elapsed, ETA; gone when done); otherwise one line at the start and one at the end.
@@ -277,55 +235,73 @@ def shift_right(logits: Tensor) -> Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
-@torch.no_grad()
-def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id: int,
-                     valid: Tensor | None = None, positions: Tensor | None = None,
-                     shift: int = 0, t_samples: int = 8, seed: int = 0,
-                     batch_size: int = 64, cfg_scale: float = 0.0) -> Tensor:
-    """log p(target tokens | the other tokens) per row [R], float64.
+def _token_logprob(network, ids: Tensor, inp: Tensor, valid: Tensor, positions: Tensor,
+                   attn: Attention, shift: int, batch_size: int, context: Tensor | None = None,
+                   mask_id: int | None = None, cfg_scale: float = 0.0) -> Tensor:
+    """log p(ids at each slot) [K*R, S] of the network on ``inp`` (K stacked copies of the R
+    rows). ``cfg_scale``: classifier-free guidance, the unconditional pass seeing ``context``
+    masked too."""
+    R = len(ids)
+    n = len(inp) // R
+    rows_valid, rows_pos, rows_ids = valid.repeat(n, 1), positions.repeat(n, 1), ids.repeat(n, 1)
+    rows_context = context.repeat(n, 1) if cfg_scale else None
+    out = []
+    for i in range(0, len(inp), batch_size):
+        sl = slice(i, i + batch_size)
+        x, pad, pos = inp[sl], attn.with_padding(rows_valid[sl]), rows_pos[sl]
+        if cfg_scale:  # one pass for both: [conditional ; unconditional]
+            x = torch.cat([x, x.masked_fill(rows_context[sl], mask_id)])
+            pad, pos = attn.with_padding(rows_valid[sl].repeat(2, 1)), pos.repeat(2, 1)
+        logits = network(x, attn=pad, positions=pos)
+        if cfg_scale:
+            c, u = logits.chunk(2)
+            logits = u + (cfg_scale + 1.0) * (c - u)
+        if shift:
+            logits = shift_right(logits)
+        lp = torch.log_softmax(logits.double(), dim=-1)
+        out.append(lp.gather(-1, rows_ids[sl][..., None]).squeeze(-1))
+    return torch.cat(out)
 
-    ids [R, S] (left padding allowed: ``valid`` False there, ``positions`` the RoPE positions),
-    target [R, S] True on the tokens to score. AR (``shift`` = 1, causal): exact. Masked
-    diffusion: LLaDA's Monte-Carlo lower bound (the negative of ``masked_nelbo``'s estimator,
-    restricted to the targets): K stratified mask counts m of the row's n targets, a random
-    m-subset masked, weight n / m. Seeded, so the same inputs give the same estimate.
-    ``cfg_scale`` > 0 (diffusion, as LLaDA's evaluation): the logits are u + (s + 1)(c - u),
-    u from a pass that sees the context (every non-target token) masked too.
-    """
-    R, S = ids.shape
-    device = ids.device
+
+def _rows(ids: Tensor, target: Tensor, valid: Tensor | None, positions: Tensor | None):
     valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
     if positions is None:
         positions = (valid.long().cumsum(1) - 1).clamp(min=0)
-    target = target & valid
-    if cfg_scale and kind == "ar":
+    return valid, positions, target & valid
+
+
+@torch.no_grad()
+def causal_logprob(network, ids: Tensor, target: Tensor, *, mask_id: int | None = None,
+                   valid: Tensor | None = None, positions: Tensor | None = None,
+                   shift: int = 1, batch_size: int = 64, cfg_scale: float = 0.0,
+                   t_samples: int = 1, seed: int = 0) -> Tensor:
+    """log p(target tokens | the tokens before them) per row [R], float64: exact, one causal
+    pass (``t_samples`` and ``seed`` are ignored; there is nothing to sample).
+
+    ids [R, S] (left padding allowed: ``valid`` False there, ``positions`` the RoPE positions),
+    target [R, S] True on the tokens to score."""
+    if cfg_scale:
         raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
-    context = valid & ~target
+    valid, positions, target = _rows(ids, target, valid, positions)
+    return (_token_logprob(network, ids, ids, valid, positions, Attention.causal(), shift,
+                           batch_size) * target).sum(1)
 
-    def token_logprob(inp: Tensor, attn: Attention) -> Tensor:  # [K*R, S]: log p(ids at slot)
-        n = len(inp) // R
-        rows_valid, rows_pos, rows_ids = valid.repeat(n, 1), positions.repeat(n, 1), \
-            ids.repeat(n, 1)
-        rows_context = context.repeat(n, 1)
-        out = []
-        for i in range(0, len(inp), batch_size):
-            sl = slice(i, i + batch_size)
-            x, pad, pos = inp[sl], attn.with_padding(rows_valid[sl]), rows_pos[sl]
-            if cfg_scale:  # one pass for both: [conditional ; unconditional]
-                x = torch.cat([x, x.masked_fill(rows_context[sl], mask_id)])
-                pad, pos = attn.with_padding(rows_valid[sl].repeat(2, 1)), pos.repeat(2, 1)
-            logits = network(x, attn=pad, positions=pos)
-            if cfg_scale:
-                c, u = logits.chunk(2)
-                logits = u + (cfg_scale + 1.0) * (c - u)
-            if shift:
-                logits = shift_right(logits)
-            lp = torch.log_softmax(logits.double(), dim=-1)
-            out.append(lp.gather(-1, rows_ids[sl][..., None]).squeeze(-1))
-        return torch.cat(out)
 
-    if kind == "ar":
-        return (token_logprob(ids, Attention.causal()) * target).sum(1)
+@torch.no_grad()
+def masked_logprob(network, ids: Tensor, target: Tensor, *, mask_id: int,
+                   valid: Tensor | None = None, positions: Tensor | None = None,
+                   shift: int = 0, t_samples: int = 8, seed: int = 0,
+                   batch_size: int = 64, cfg_scale: float = 0.0) -> Tensor:
+    """log p(target tokens | the other tokens) per row [R], float64: LLaDA's Monte-Carlo lower
+    bound (the negative of ``masked_nelbo``'s estimator, restricted to the targets): K
+    stratified mask counts m of the row's n targets, a random m-subset masked, weight n / m.
+    Seeded, so the same inputs give the same estimate. ``cfg_scale`` > 0 (as LLaDA's
+    evaluation): the logits are u + (s + 1)(c - u), u from a pass that sees the context (every
+    non-target token) masked too. Arguments as ``causal_logprob``'s.
+    """
+    R, S = ids.shape
+    device = ids.device
+    valid, positions, target = _rows(ids, target, valid, positions)
     g = torch.Generator().manual_seed(seed)
     n = target.sum(1).double()  # [R]
     u = torch.rand((), generator=g, dtype=torch.float64)
@@ -337,6 +313,7 @@ def sequence_logprob(network, kind: str, ids: Tensor, target: Tensor, *, mask_id
     ranks = keys.argsort(1).argsort(1)
     masked = ranks < m[:, None]  # a uniform m-subset of each row's targets
     xt = torch.where(masked, mask_id, ids.repeat(t_samples, 1))
-    lp = token_logprob(xt, Attention.bidirectional())
+    lp = _token_logprob(network, ids, xt, valid, positions, Attention.bidirectional(), shift,
+                        batch_size, valid & ~target, mask_id, cfg_scale)
     est = (lp * masked).sum(1) * (n.repeat(t_samples) / m)  # [K*R]
     return est.view(t_samples, R).mean(0) * (n > 0)

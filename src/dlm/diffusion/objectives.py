@@ -1,4 +1,5 @@
-"""Training objectives, separate from the network (docs/architecture.md, contract 2).
+"""Training objectives, separate from the network (docs/architecture.md, "The network"); each
+model kind (``dlm.kinds``) picks its own.
 
 * ``MaskedDiffusionLoss``: the MDLM/LLaDA ELBO. Draw t per sequence (stratified across the batch:
   t_i = (u + i) / B mod 1, clamped to [eps, 1]), mask each token with probability 1 - alpha(t),
@@ -24,21 +25,6 @@ from torch import Tensor
 from ..errors import DLMError
 from ..models.transformer import Attention
 from .schedules import LinearSchedule, Schedule, get_schedule
-
-KINDS = ("ar", "mdlm", "bd3lm")
-
-
-def attention_for(kind: str, block_size: int | None = None) -> Attention:
-    """The attention spec a model kind is trained and sampled with."""
-    if kind == "ar":
-        return Attention.causal()
-    if kind == "mdlm":
-        return Attention.bidirectional()
-    if kind == "bd3lm":
-        if not block_size or block_size < 1:
-            raise DLMError("bd3lm needs a positive block size")
-        return Attention.block_causal(block_size)
-    raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
 
 
 @dataclass
@@ -180,19 +166,5 @@ class ARLoss:
         return LossOutput(loss, {"nll": loss.item()})
 
 
-def objective_for(kind: str, mask_id: int, schedule: str = "linear", eps: float = 1e-3,
-                  block_size: int | None = None, clip: tuple[float, float] | None = None,
-                  token_noise: float = 0.0):
-    if kind == "ar":
-        return ARLoss(mask_id, token_noise)
-    if kind == "mdlm":
-        return MaskedDiffusionLoss(mask_id, schedule, eps)
-    if kind == "bd3lm":
-        if not block_size:
-            raise DLMError("bd3lm needs a block size (--block-size)")
-        return BlockDiffusionLoss(mask_id, block_size, schedule, eps, clip)
-    raise DLMError(f"unknown model kind {kind!r}; choose from {', '.join(KINDS)}")
-
-
 __all__ = ["ARLoss", "BlockDiffusionLoss", "LinearSchedule", "LossOutput", "MaskedDiffusionLoss",
-           "attention_for", "block_diffusion_logits", "objective_for", "stratified_times"]
+           "block_diffusion_logits", "stratified_times"]

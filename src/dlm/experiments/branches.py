@@ -7,7 +7,7 @@ identical to the constant-rate run up to step s - decay(s). So one stable run to
 saves a checkpoint at each of those branch points, and a short branch resumed from each decays
 to its mark. A branch is bit-for-bit the run that was planned for that length (tested).
 
-    results = train_annealed(TrainConfig(kind="ar", ...), mark_steps=[50, 100, 200, 400])
+    results = train_annealed(TrainConfig(kind=..., ...), mark_steps=[50, 100, 200, 400])
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..diffusion.objectives import KINDS
 from ..errors import DLMError
+from ..kinds import AR, MDLM
+from ..kinds import get as get_kind
+from ..kinds import names as kind_names
 from ..version import __version__
 from .bookkeeping import (
     Point,
@@ -70,7 +72,7 @@ SCALES = {
 
 def cell_name(kind: str, lr: float, wd: float, dropout: float = 0.0, noise: float = 0.0) -> str:
     name = f"{kind}/lr={lr:g},wd={wd:g}"
-    if kind == "ar":
+    if get_kind(kind).token_noise:  # tuned over dropout and input-token masking too
         name += f",do={dropout:g}" + (f",noise={noise:g}" if noise else "")
     return name
 
@@ -89,7 +91,7 @@ def split_arm(name: str) -> tuple[int, str, int]:
 @dataclass
 class Experiment:
     out: str = "runs/data-constrained"
-    kinds: tuple[str, ...] = ("ar", "mdlm")
+    kinds: tuple[str, ...] = (AR.name, MDLM.name)
     data: str = "shakespeare"
     unique_tokens: tuple[int, ...] | None = None  # the tiers (default: the protocol's)
     epochs: float = 64.0
@@ -143,9 +145,10 @@ class Experiment:
         noises = grid["token_noise"] if self.token_noise is None else self.token_noise
         out = []
         for kind in self.kinds:
+            regularised = get_kind(kind).token_noise  # AR: dropout and input-token masking
             combos = [(lr, wd, do, 0.0) for lr, wd, do in itertools.product(
-                lrs, grid["weight_decay"], grid["dropout"] if kind == "ar" else (0.0,))]
-            if kind == "ar":  # input-token masking at the base weight decay, no dropout
+                lrs, grid["weight_decay"], grid["dropout"] if regularised else (0.0,))]
+            if regularised:  # input-token masking at the base weight decay, no dropout
                 combos += [(lr, grid["weight_decay"][0], 0.0, p)
                            for lr, p in itertools.product(lrs, noises) if p]
             out += [{"cell": cell_name(kind, *c), "kind": kind, "lr": c[0],
@@ -178,8 +181,8 @@ class Experiment:
         if self.protocol not in PROTOCOLS:
             raise DLMError(f"unknown protocol {self.protocol!r}; choose quick or full")
         for k in self.kinds:
-            if k not in KINDS:
-                raise DLMError(f"--kinds: unknown kind {k!r} ({', '.join(KINDS)})")
+            if k not in kind_names():
+                raise DLMError(f"--kinds: unknown kind {k!r} ({', '.join(kind_names())})")
         if not self.kinds:
             raise DLMError("--kinds: name at least one kind")
         if min(self.tiers) < self.seq_len * self.batch_size:
@@ -227,7 +230,7 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
         out=str(Path(exp.out) / "runs" / arm["name"]),
         warmup_steps=min(100, max(1, steps[0] // 2)), eval_every=10**9, ckpt_every=10**9,
         eval_tokens=exp.eval_tokens, eval_t_samples=exp.eval_t_samples, threads=exp.threads,
-        progress=False, block_size=exp.block_size if arm["kind"] == "bd3lm" else None,
+        progress=False, block_size=exp.block_size if get_kind(arm["kind"]).blocked else None,
         **exp.extra)
     points, paths = [], {}
 
@@ -239,7 +242,7 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
         params = config["params"]["non_embedding"] + config["model"]["vocab_size"] * \
             config["model"]["d_model"]
         tokens = mark * exp.batch_size * exp.seq_len
-        per_token = 6 * params * (2 if arm["kind"] == "bd3lm" else 1)
+        per_token = 6 * params * get_kind(arm["kind"]).flops_factor
         points.append(Point(arm["name"], arm["kind"], arm["seed"],
                             round(mark * exp.batch_size / num_sequences, 4), tokens,
                             float(per_token * tokens), float(state["elapsed_s"]),
@@ -252,7 +255,7 @@ def _run_arm(exp: Experiment, arm: dict, queue=None) -> list[Point]:
 
     train_annealed(cfg, steps, on_mark=record, callbacks=[report_step])
     best = best_point(points)
-    if arm["kind"] == "ar":  # exact: nothing to re-estimate
+    if get_kind(arm["kind"]).exact:  # nothing to re-estimate
         best.final_bpb, best.final_se = best.val_bpb, best.val_se
     else:  # fresh draws (seed 1): the number reported is not the one the best was chosen by
         from ..pipeline import load
@@ -424,7 +427,7 @@ def seed_curves(points: list[Point], tier: int, cell: str) -> list[list[Point]]:
 
 
 def _fmt(v: float, se: float, kind: str) -> str:
-    return f"{'' if kind == 'ar' else '≤ '}{v:.3f} ± {se:.3f}"
+    return f"{'' if get_kind(kind).exact else '≤ '}{v:.3f} ± {se:.3f}"
 
 
 def write_report(exp: Experiment, results: Results) -> None:
@@ -472,13 +475,15 @@ def write_report(exp: Experiment, results: Results) -> None:
     for tier, kinds in by_tier.items():
         means = {k: mean_curve(c) for k, c in kinds.items()}
         sums = {k: summarize(c) for k, c in kinds.items()}
+        # the baseline: the kind with an exact likelihood (AR)
+        base = next((k for k in means if get_kind(k).exact), None)
         for kind, m in means.items():
             x = "—"
-            if kind != "ar" and "ar" in means:
-                xe = crossover(means["ar"], m)
+            if base is not None and kind != base:
+                xe = crossover(means[base], m)
                 cross.setdefault(kind, {})[tier] = xe
                 x = f"below AR from epoch {xe:.3g} on" if xe is not None else "never stays below"
-                crit = criteria(means["ar"], m, sums["ar"], sums[kind])
+                crit = criteria(means[base], m, sums[base], sums[kind])
                 verdicts.append((tier, kind, crit))
             s_ = sums[kind]
             lines.append(f"| {tier:,} | {kind} | {_fmt(s_.mean, s_.se, kind)} | {s_.spread} | "
@@ -521,7 +526,6 @@ def _figure(by_tier: dict[int, dict[str, list[list[Point]]]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"ar": "tab:blue", "mdlm": "tab:orange", "bd3lm": "tab:green"}
     styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (tier, kinds) in enumerate(sorted(by_tier.items())):
@@ -532,15 +536,15 @@ def _figure(by_tier: dict[int, dict[str, list[list[Point]]]]):
             for ax, x in zip(axes, ("epoch", "flops")):
                 xs = [getattr(p, x) for p in m]
                 ax.plot(xs, [p.val_bpb for p in m], styles[i % 4], marker="o", ms=3,
-                        color=colours.get(kind), label=label)
+                        color=get_kind(kind).colour, label=label)
                 if len(curves) > 1:  # the seeds' range
                     at = [[p.val_bpb for c in curves for p in c if p.epoch == q.epoch]
                           for q in m]
                     ax.fill_between(xs, [min(a) for a in at], [max(a) for a in at],
-                                    color=colours.get(kind), alpha=0.15, lw=0)
+                                    color=get_kind(kind).colour, alpha=0.15, lw=0)
                 b = best_point(m)
                 ax.plot([getattr(b, x)], [summarize(curves).mean], marker="*", ms=12,
-                        color=colours.get(kind), ls="none", zorder=3)
+                        color=get_kind(kind).colour, ls="none", zorder=3)
     for ax, label in zip(axes, ("epochs over the unique data", "training FLOPs")):
         ax.set_xscale("log")
         ax.set_xlabel(label)

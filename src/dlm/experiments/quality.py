@@ -18,7 +18,6 @@ import torch
 
 from ..data.corpora import load_corpus
 from ..devices import autocast
-from ..diffusion.likelihood import sequence_logprob
 from ..errors import DLMError
 from ..sample.driver import generate, left_pad
 
@@ -55,7 +54,7 @@ def gen_perplexity(judge, prompts: list[list[int]], outputs: list[list[int]]) ->
     """exp(mean NLL per token) of each output given its prompt under an AR model: the tokens up
     to the first EOS and that EOS too (stopping is scored like any other choice). NaN when no
     token is left to score."""
-    if judge.kind != "ar":
+    if not judge.spec.exact:
         raise DLMError(f"the judge must be an autoregressive model (got kind {judge.kind!r})")
     rows, targets = [], []
     for p, out in zip(prompts, outputs):
@@ -68,8 +67,8 @@ def gen_perplexity(judge, prompts: list[list[int]], outputs: list[list[int]]) ->
         if n:
             target[r, ids.shape[1] - n:] = True
     with torch.no_grad(), autocast(judge.device):
-        lp = sequence_logprob(judge.network, "ar", ids, target, mask_id=judge.mask_id,
-                              valid=valid, shift=1)
+        lp = judge.spec.sequence_logprob(judge.network, ids, target, mask_id=judge.mask_id,
+                                         valid=valid, shift=1)
     if not sum(targets):
         return math.nan
     return math.exp(-lp.sum().item() / sum(targets))

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import DLMError
+from ..kinds import AR
 from ..sample.config import DEFAULT_GEN_LENGTH
 from ..version import __version__
 from .quality import (
@@ -38,6 +39,9 @@ from .quality import (
 )
 
 STRATEGIES = ("low_confidence", "random", "margin", "entropy")
+
+
+JUDGE = AR.name  # the strategy of the reference row: the AR judge's own samples
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Row:
     def label(self) -> str:
         if self.strategy == "threshold":
             return f"threshold {self.threshold:g}"
-        if self.strategy == "ar":
+        if self.strategy == JUDGE:
             return "AR judge's own samples"
         return f"{self.strategy}, {self.steps} steps"
 
@@ -107,10 +111,10 @@ def _load(path: str, device: str, want_diffusion: bool):
     from ..pipeline import load
 
     model = load(path, device=device)
-    if want_diffusion and model.kind == "ar":
+    if want_diffusion and model.spec.exact:
         raise DLMError(f"{path} is an autoregressive model; steps-quality sweeps diffusion "
                        "checkpoints (pass AR models as --judge)")
-    if not want_diffusion and model.kind != "ar":
+    if not want_diffusion and not model.spec.exact:
         raise DLMError(f"--judge {path} is a {model.kind} model; the judge must be "
                        "autoregressive (dlm train --kind ar on the same data)")
     return model
@@ -140,7 +144,7 @@ def settings(exp: StepsQuality, model) -> list[tuple[str, dict, dict]]:
     blocks = exp.gen_length // block
     base = dict(gen_length=exp.gen_length, temperature=exp.temperature, seed=exp.seed,
                 stop_at_eos=False,
-                block_length=None if model.kind == "bd3lm" else block)  # bd3lm: its own
+                block_length=None if model.spec.blocked else block)  # bd3lm: its own
     out = []
     for strategy in exp.strategies:
         for steps in sorted({exp.steps_for(f, blocks) for f in exp.fractions}):
@@ -214,7 +218,7 @@ def run(exp: StepsQuality, progress=print) -> list[Row]:
             bar.advance(task)
             progress(f"{name}: {rows[-1].label}: NFE {rows[-1].nfe:.1f}, gen. ppl "
                      f"{rows[-1].gen_ppl:.2f}, entropy {rows[-1].entropy:.2f} bits")
-        rows.append(_measure(Path(exp.judge).name, judge, "ar",
+        rows.append(_measure(Path(exp.judge).name, judge, JUDGE,
                              dict(gen_length=exp.gen_length, temperature=exp.temperature,
                                   seed=exp.seed, stop_at_eos=False),
                              dict(steps=exp.gen_length, threshold=math.nan), prompts, judge,
@@ -254,7 +258,7 @@ def matches(rows: list[Row]) -> list[str]:
     generative perplexity is at least as good as each setting of the largest ("small model +
     many steps vs big model + few"). Entropies are printed beside: a match with much lower
     entropy is repetition, not quality."""
-    diffusion = [r for r in rows if r.strategy != "ar" and math.isfinite(r.gen_ppl)]
+    diffusion = [r for r in rows if r.strategy != JUDGE and math.isfinite(r.gen_ppl)]
     sizes = sorted({(r.params, r.model) for r in diffusion})
     if len(sizes) < 2:
         return []
@@ -288,7 +292,7 @@ def report(exp: StepsQuality, rows: list[Row]) -> str:
     for r in rows:
         lines.append(f"| {r.model} | {r.params:,} | {r.label} | {r.nfe:.1f} | {r.wall_s:.3f} | "
                      f"{r.tokens_per_s:.0f} | {r.gen_ppl:.2f} | {r.entropy:.2f} |")
-    ref = next((r for r in rows if r.strategy == "ar"), None)
+    ref = next((r for r in rows if r.strategy == JUDGE), None)
     if ref is not None:
         lines += ["", f"Reference: the judge's own samples score {ref.gen_ppl:.2f} with entropy "
                   f"{ref.entropy:.2f} bits; a much lower perplexity with a much lower entropy "
@@ -321,7 +325,7 @@ def figure(rows: list[Row]):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    models = sorted({(r.params, r.model) for r in rows if r.strategy != "ar"})
+    models = sorted({(r.params, r.model) for r in rows if r.strategy != JUDGE})
     markers = {"low_confidence": "o", "random": "s", "margin": "^", "entropy": "v",
                "threshold": "D"}
     styles = ["-", "--", ":", "-."]
@@ -343,7 +347,7 @@ def figure(rows: list[Row]):
                         styles[list(markers).index(strategy) % 4], marker=marker,
                         color=colour, label=label, **style)
     for r in rows:
-        if r.strategy == "ar":
+        if r.strategy == JUDGE:
             for ax, y in zip(axes, ("gen_ppl", "gen_ppl", "entropy")):
                 ax.axhline(getattr(r, y), color="grey", lw=1, ls=":", label="AR judge's samples")
     for ax, (xl, yl) in zip(axes, (("network calls per sample (NFE)", "generative perplexity"),
@@ -356,8 +360,8 @@ def figure(rows: list[Row]):
         ax.grid(alpha=0.3)
     axes[0].set_yscale("log")
     axes[1].set_yscale("log")
-    nfes = sorted({r.nfe for r in rows if r.strategy not in ("ar", "threshold")} or
-                  {r.nfe for r in rows if r.strategy != "ar"})
+    nfes = sorted({r.nfe for r in rows if r.strategy not in (JUDGE, "threshold")} or
+                  {r.nfe for r in rows if r.strategy != JUDGE})
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     for ax in (axes[0], axes[2]):

@@ -163,7 +163,7 @@ class DLMHarness(TemplateLM):
         if self._bos and start and context == [self.prefix_token_id]:
             context = []
         room = self.max_length - len(continuation)
-        if room < (1 if self.model.kind == "ar" else 0):
+        if room < len(self.model.spec.bos(self.model.eos_id)):
             raise DLMError(f"a continuation of {len(continuation)} tokens does not fit the "
                            f"model's window of {self.max_length} tokens")
         return (context[-room:] if room else []), continuation
@@ -196,7 +196,7 @@ class DLMHarness(TemplateLM):
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs
                               ) -> list[tuple[float, bool]]:
-        greedy = self.check_greedy or self.model.kind == "ar"  # exact and cheap for AR
+        greedy = self.check_greedy or self.model.spec.exact  # exact and cheap for AR
         results = self._score([(ctx, cont) for _, ctx, cont in requests], greedy,
                               "loglikelihood", disable_tqdm)
         for (args, _, _), r in zip(requests, results):
@@ -255,13 +255,13 @@ class DLMHarness(TemplateLM):
             for rows in groups.values():
                 fields = self._gen_fields(requests[rows[0]].args[1])
                 cfg = self.model.sample_config(**fields)
-                if cfg.gen_length is None and self.model.kind == "mdlm":  # no max_gen_toks:
-                    # the default, in at most half the window (AR and bd3lm: the driver's)
-                    cfg = cfg.replace(gen_length=min(DEFAULT_GEN_LENGTH, self.max_length // 2))
                 # AR and bd3lm slide their window (the context and one block must fit); a
                 # masked diffusion canvas must fit it whole
-                room = self.max_length - {"ar": 1, "bd3lm": 2 * (self.model.block_size or 1)
-                                          }.get(self.model.kind, cfg.gen_length)
+                window = self.model.spec.generation_window(self.model.block_size)
+                if cfg.gen_length is None and window is None:  # no max_gen_toks: the
+                    # default, in at most half the window (AR and bd3lm: the driver's)
+                    cfg = cfg.replace(gen_length=min(DEFAULT_GEN_LENGTH, self.max_length // 2))
+                room = self.max_length - (cfg.gen_length if window is None else window)
                 if room < 1:
                     raise DLMError(f"gen_length {cfg.gen_length} leaves no room for a context "
                                    f"in the model's window of {self.max_length} tokens")

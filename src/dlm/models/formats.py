@@ -1,10 +1,11 @@
 """Our checkpoint directory: ``config.json`` + ``model.safetensors`` + ``tokenizer.json``.
 
-``config.json`` names the model ``kind`` (ar | mdlm | bd3lm), the network config, the tokenizer
-with its special ids, and summaries of the data and training. Weights are safetensors only
-(never pickle). A tied head is stored once (``lm_head.weight`` is dropped and re-tied on load).
+``config.json`` names the model ``kind`` (``dlm.kinds``: ar, mdlm, bd3lm), the network config,
+the tokenizer with its special ids, and summaries of the data and training. Weights are
+safetensors only (never pickle). A tied head is stored once (``lm_head.weight`` is dropped
+and re-tied on load).
 
-    save_model_dir(path, network, tokenizer, {"kind": "mdlm", ...})
+    save_model_dir(path, network, tokenizer, {"kind": kind.name, ...})
     network, tokenizer, config = load_model_dir(path)
 """
 
@@ -138,35 +139,6 @@ def is_dlm_dir(path: str | Path) -> bool:
         return json.loads((Path(path) / CONFIG_FILE).read_text()).get("format") == FORMAT
     except (OSError, json.JSONDecodeError, AttributeError):
         return True  # let read_config give the precise error
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
-                    dtype: torch.dtype | None = None, strict: bool = True,
-                    base: str | Path | None = None) -> tuple[Transformer, Tokenizer, dict]:
-    """Our checkpoint directory (a LoRA run: its base with the adapter loaded), or a published
-    LLaDA / Dream one (``models.hf``); ``hf:owner/name`` is downloaded from the Hub first
-    (optional huggingface_hub). ``base``: a LoRA run's base, if it moved."""
-    path = hub_snapshot(path)
-    if is_dlm_dir(path):
-        if "adapter" in read_config(path):
-            from .lora import load_adapter_run
-
-            return load_adapter_run(path, device, dtype, base)
-        return load_model_dir(path, device, dtype)
-    from .hf import load_hf_dir
-
-    return load_hf_dir(path, device, dtype, strict)
-
-
-def checkpoint_config(path: str | Path) -> dict:
-    """The config of any directory ``load_checkpoint`` reads (ours, a LoRA run, a published
-    LLaDA / Dream one), without loading its weights."""
-    path = hub_snapshot(path, weights=False)
-    if is_dlm_dir(path):
-        return read_config(path)
-    from .hf import read_hf_dir
-
-    return read_hf_dir(path)[3]
 
 
 def hub_snapshot(path: str | Path, weights: bool = True) -> Path:

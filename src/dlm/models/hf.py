@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from .. import kinds
 from ..data.tokenizer import Tokenizer
 from ..errors import DLMError
 from .formats import fill_network, read_json, state_dict_for_save
@@ -516,7 +517,7 @@ def read_hf_dir(path: Path) -> tuple[str, TransformerConfig, Tokenizer, dict]:
     tokenizer = hf_tokenizer(path, hf_config, net_cfg.vocab_size)
     with torch.device("meta"):
         network = Transformer(net_cfg)
-    config = {"kind": "bd3lm" if arch == "llada2" else "mdlm", "model": net_cfg.to_dict(),
+    config = {"kind": kinds.of_layout(arch).name, "model": net_cfg.to_dict(),
               "tokenizer": tokenizer.config(),
               "chat_template": chat_template(path), "bos_token": bos_token(path),
               "source": {"format": arch, "path": str(path),
@@ -673,6 +674,7 @@ def export_hf(path: str | Path, network: Transformer, tokenizer: Tokenizer, conf
 def export_architecture(c: TransformerConfig, config: dict) -> str:
     """The published layout a network fits, or a clear error."""
     kind = config.get("kind")
+    layouts = kinds.get(kind).published  # what the model's kind may be written as
     block = config.get("objective", {}).get("block_size")
     rot = c.rotary_dim or c.head_dim
     if c.n_experts and (c.shift_logits or int(c.head_dim * (rot / c.head_dim)) != rot):
@@ -681,7 +683,7 @@ def export_architecture(c: TransformerConfig, config: dict) -> str:
     if c.n_experts and c.router == "sigmoid":
         if not (c.router_bias and c.router_norm):
             raise DLMError("LLaDA2's router always has an expert bias and renormalises")
-        if kind != "bd3lm" or block != LLADA2_BLOCK:
+        if "llada2" not in layouts or block != LLADA2_BLOCK:
             raise DLMError(f"a sigmoid-routed mixture of experts exports as LLaDA2, a block "
                            f"diffusion model with blocks of {LLADA2_BLOCK} (this one is "
                            f"{kind!r}, block size {block})")
@@ -691,7 +693,7 @@ def export_architecture(c: TransformerConfig, config: dict) -> str:
         if c.d_shared_expert % c.d_expert:
             raise DLMError("LLaDA2's shared expert is a whole number of experts wide")
         return "llada2"
-    if kind != "mdlm":
+    if "llada" not in layouts:
         raise DLMError(f"only masked-diffusion models (and LLaDA2's block diffusion) export to "
                        f"a published layout (this one is {kind!r})")
     if c.n_experts:

@@ -33,7 +33,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import DLMError
-from .formats import load_checkpoint, read_config, read_json
+from .formats import CONFIG_FILE, FORMAT, read_json
+from .hf import our_name, published_name
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 PEFT_PREFIX = "base_model.model."  # what PeftModel puts before the module names it saves
@@ -227,8 +228,6 @@ def is_adapter_dir(path: str | Path) -> bool:
 # modules of the published layouts -> ours (the checkpoint loader's table, on module names)
 def _our_module(module: str) -> tuple[str, str] | None:
     """(our module name, 'llada' | 'dream') for a published module name, else None."""
-    from .hf import our_name
-
     # LLaDA-MoE's names include Dream's (Qwen2-style), so one adapter resolves as one family;
     # LLaDA2's fused q/k/v is no one layer of ours
     for arch in ("llada", "llada_moe"):
@@ -300,8 +299,6 @@ def read_adapter(path: str | Path, network: torch.nn.Module):
                        "published model names are not supported")
     present = {k.rsplit(".", 2)[0] for k in ours}
     if raw.get("target_modules"):  # every layer the config targets must come with tensors
-        from .hf import published_name
-
         for module in sorted(n for n in modules if LINEAR.fullmatch(n)):
             theirs = published_name(arch, module + ".weight").removesuffix(".weight") \
                 if arch else module
@@ -341,22 +338,9 @@ def adapter_name(path: str | Path, network: torch.nn.Module) -> str:
     return name
 
 
-# the attention a loaded model runs with (``dlm.load`` sets it from config "kind") -> its kind
-_KIND_OF_ATTENTION = {"causal": "ar", "bidirectional": "mdlm", "block_causal": "bd3lm"}
-
-
-def network_kind(network: torch.nn.Module) -> str | None:
-    """The model kind (ar | mdlm | bd3lm) of a network loaded by ``dlm.load``, read from the
-    attention it runs with; None when unknown."""
-    attn = getattr(network, "default_attention", None)
-    return _KIND_OF_ATTENTION.get(getattr(attn, "kind", None))
-
-
 def adapter_base(path: str | Path) -> dict:
     """What a ``dlm sft --lora`` run recorded about its base: ``kind`` and, from newer runs,
     ``vocab_size`` and ``d_model``. {} for a plain PEFT adapter folder (no dlm config.json)."""
-    from .formats import CONFIG_FILE, FORMAT
-
     file = Path(path) / CONFIG_FILE
     config = read_json(file, missing={})
     if config.get("format") != FORMAT or "adapter" not in config:
@@ -390,11 +374,10 @@ def load_adapter(network: torch.nn.Module, path: str | Path, weight: float = 1.0
     """Load an adapter directory onto ``network`` (alongside any loaded ones), scaled by
     ``weight``. Every adapter tensor must fill a LoRA layer and every layer the adapter's
     config targets must be filled. A ``dlm sft --lora`` run must have been trained on a base of
-    the network's kind (``kind``, default read from the network's attention, see
-    ``network_kind``), vocabulary and width; ``any_kind=True`` skips the kind check. Returns
-    its name."""
+    the network's kind (``kind``: the loaded model's; not checked when None), vocabulary and
+    width; ``any_kind=True`` skips the kind check. Returns its name."""
     if not any_kind:
-        check_adapter_base(path, network, kind or network_kind(network))
+        check_adapter_base(path, network, kind)
     config, state = read_adapter(path, network)
     name = name or adapter_name(path, network)
     if not name.isidentifier() or hasattr(torch.nn.ModuleDict, name):
@@ -516,23 +499,3 @@ def merge_adapters(network: torch.nn.Module) -> torch.nn.Module:
 def base_params(network: torch.nn.Module) -> int:
     """Parameters of the network without its adapters."""
     return sum(p.numel() for n, p in network.named_parameters() if ".lora_" not in n)
-
-
-def load_adapter_run(path: str | Path, device: str | torch.device = "cpu",
-                     dtype: torch.dtype | None = None, base: str | Path | None = None):
-    """A LoRA run directory (config.json naming its base + the adapter files): the base
-    checkpoint with the adapter loaded at weight 1. ``base`` overrides the recorded path."""
-    path = Path(path)
-    config = read_config(path)
-    info = config["adapter"]
-    base = base or info["base"]
-    if not str(base).startswith("hf:") and not Path(base).is_dir():
-        raise DLMError(f"{path}: its base checkpoint {base} is missing; put it back or give "
-                       "its new place (--base PATH, or dlm.load(run, base=PATH))")
-    network, tokenizer, base_config = load_checkpoint(base, device, dtype)
-    expected = info.get("base_params")
-    if expected is not None and base_params(network) != expected:
-        raise DLMError(f"{path}: trained on a base of {expected:,} parameters, but {base} has "
-                       f"{base_params(network):,}")
-    load_adapter(network, path, kind=base_config["kind"])
-    return network, tokenizer, config

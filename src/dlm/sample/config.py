@@ -23,7 +23,7 @@ Defaults that depend on the model are left ``None`` here and settled by the driv
 diffusion canvas must fit whole; AR and bd3lm slide), ``steps`` is half the masked slots, at
 least one per block (``plan_blocks`` in the driver: given steps go to the blocks in proportion
 to their masks; for equal blocks that is LLaDA's even split). AR ignores the diffusion knobs
-(``driver.AR_IGNORES``).
+(``dlm.kinds.ar.AR_IGNORES``).
 """
 
 from __future__ import annotations

@@ -15,27 +15,29 @@ inside a block, each step
        (ReMDM), or, with ``beam_width``, keeps the best canvases (``search.beam_step``),
     5. writes the commits, records the trace, calls ``on_tokens``.
 
-* masked diffusion (mdlm): bidirectional; AR: blocks of one token, one step each, logits
-  shifted by one, causal attention with an exact KV cache (each step feeds only new tokens).
+What differs between model kinds (attention, block length, cache, logit shift, BOS, sliding,
+the knobs a kind ignores) is asked of the kind object (``dlm.kinds``): masked diffusion is
+bidirectional; AR decodes blocks of one token, one step each, logits shifted by one, causal
+attention with an exact KV cache (each step feeds only new tokens).
 
     gen = generate(network, [prompt_ids], SampleConfig(steps=64, gen_length=128),
-                   kind="mdlm", mask_id=256, eos_id=257, pad_id=258)
+                   kind=model.kind, mask_id=256, eos_id=257, pad_id=258)
     gen.tokens, gen.trace
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..diffusion.objectives import attention_for
+from .. import kinds
 from ..errors import DLMError
+from ..kinds import Kind, network_block_size
 from .config import DEFAULT_GEN_LENGTH, SampleConfig
 from .search import beam_step, choose_rows, counted_slots, lineage
+from .state import DecodeState, Generation, LogitsHook, Step, TokensHook
 from .strategies import (
     NEG_INF,
     factor_count,
@@ -51,72 +53,26 @@ from .strategies import (
 )
 from .trace import Trace, TraceStep
 
-LogitsHook = Callable[[int, Tensor, "DecodeState"], Tensor | None]
-TokensHook = Callable[[int, "DecodeState"], None]
-
-
-@dataclass
-class Generation:
-    tokens: list[list[int]]  # per prompt: the generated part (generate) or the whole canvas
-    canvases: list[list[int]]  # per prompt: the final canvas (prompt included, no padding)
-    trace: Trace | None
-    nfe: int  # network forward calls
-    scores: list[float] | None = None  # best-of-N likelihood / beam log-prob of each kept row
-    config: SampleConfig | None = None  # the settings decoded with, defaults settled
-
-
-@dataclass
-class DecodeState:
-    """What hooks see (and may change in place): every row's canvas and where decoding is."""
-
-    canvas: Tensor  # [R, S] token ids, MASK where undecided, rows left-padded with PAD
-    fixed: Tensor  # [R, S] True where the token is given (prompt, template text, padding)
-    valid: Tensor  # [R, S] False on left padding
-    positions: Tensor  # [R, S] RoPE positions
-    confidence: Tensor  # [R, S] score each token had when committed (+inf for given tokens)
-    logprob: Tensor  # [R] summed log-probability of committed tokens (beam score)
-    step: int = 0  # steps taken so far in total
-    block: int = 0
-    block_step: int = 0
-    start: int = 0  # the current block is canvas[:, start:end]
-    end: int = 0
-
-
-def logit_shift(network, kind: str) -> int:
-    """1 when logits at slot i - 1 predict slot i (AR, Dream-style models), else 0."""
-    return 1 if kind == "ar" or getattr(network.config, "shift_logits", False) else 0
-
-
-def bos_ids(kind: str, eos_id: int) -> list[int]:
-    """What goes before every text: AR models read their first token's prediction from a BOS
-    (the EOS id: "a document starts"); diffusion models get none. A shifted-logit diffusion
-    model (Dream) reads slot i from slot i - 1 as Dream's own sampler does, so its first slot
-    is the prompt's first token and an empty prompt is refused (docs/sampling.md)."""
-    return [eos_id] if kind == "ar" else []
-
 
 @torch.no_grad()
-def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str, mask_id: int,
+def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str | Kind,
+             mask_id: int,
              eos_id: int, pad_id: int, record_trace: bool = True,
              on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None
              ) -> Generation:
     """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched);
     ``Generation.config`` is ``cfg`` with its model-dependent defaults settled."""
+    spec = kinds.get(kind)
     cfg.validate()
     if not prompts:
         raise DLMError("no prompts given")
     if any(mask_id in p for p in prompts):
         raise DLMError("a prompt contains the mask token; use infill to fill masked spans")
-    align = 1
-    if kind == "bd3lm":
-        align = model_block_size(network)
-        if cfg.block_length is not None:
-            raise DLMError(f"a bd3lm model decodes blocks of its own size ({align}); drop "
-                           "block_length")
-    prompts = [[*bos_ids(kind, eos_id), *p] for p in prompts]
+    align = spec.align(network, cfg)
+    prompts = [[*spec.bos(eos_id), *p] for p in prompts]
     if cfg.gen_length is None:
         cfg = cfg.replace(gen_length=default_gen_length(
-            network.config.max_seq_len, max(len(p) for p in prompts), kind, cfg, align))
+            network.config.max_seq_len, max(len(p) for p in prompts), spec, cfg, align))
     # block diffusion: blocks are counted from the text's first token, as in training; the
     # prompt's last block is completed by the first new tokens and the canvas is rounded up
     # to whole blocks (LLaDA2's generate()), the text then cut to gen_length
@@ -124,7 +80,7 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
     canvases = [[*p, *([mask_id] * n)] for p, n in zip(prompts, new)]
     no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(n)]
               for p, n in zip(prompts, new)]
-    gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=kind,
+    gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=spec,
                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
                   on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align)
     gen.canvases = [c[:len(p) + cfg.gen_length] for c, p in zip(gen.canvases, prompts)]
@@ -132,22 +88,11 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str,
     return gen
 
 
-# what an AR model decodes with, whatever the config says (README: "ignored for them")
-AR_IGNORES = dict(steps=None, block_length=None, remasking="low_confidence", transfer="even",
-                  alg_temp=None, threshold=None, factor=None, cache=None, remask_eta=0.0)
-
-
-def slides(kind: str, cfg: SampleConfig) -> bool:
-    """Whether decoding may run past the model's window (AR, and bd3lm with its exact cache,
-    evict whole blocks of cached keys); a masked diffusion canvas must fit whole."""
-    return kind == "ar" or (kind == "bd3lm" and cfg.cache in (None, "exact"))
-
-
-def default_gen_length(max_len: int, prompt_len: int, kind: str, cfg: SampleConfig,
+def default_gen_length(max_len: int, prompt_len: int, kind: str | Kind, cfg: SampleConfig,
                        align: int = 1) -> int:
     """``DEFAULT_GEN_LENGTH`` new tokens, or, for a canvas that must fit the window, what fits
     after the longest prompt (bd3lm: in the window's whole blocks)."""
-    if slides(kind, cfg):
+    if kinds.get(kind).slides(cfg):
         return DEFAULT_GEN_LENGTH
     room = max_len // align * align - prompt_len
     if room < 1:
@@ -158,7 +103,7 @@ def default_gen_length(max_len: int, prompt_len: int, kind: str, cfg: SampleConf
 
 @torch.no_grad()
 def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig,
-            *, kind: str, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
+            *, kind: str | Kind, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
             no_eos: list[list[bool]] | None = None, align: int = 1) -> Generation:
     """Fill every MASK of the given canvases; every other token stays as it is.
@@ -173,12 +118,12 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
     """
     if not canvases:
         raise DLMError("nothing to decode")
-    if kind == "ar":  # blocks of one token, one step each: the diffusion-only knobs do nothing
-        cfg = cfg.replace(**AR_IGNORES)
+    spec = kinds.get(kind)
+    cfg = spec.settle(cfg)  # e.g. AR: blocks of one token, the diffusion-only knobs do nothing
     device = next(network.parameters()).device
     max_len = network.config.max_seq_len
     longest = max(len(c) for c in canvases)
-    if slides(kind, cfg):  # the prompt and one block must fit the window
+    if spec.slides(cfg):  # the prompt and one block must fit the window
         first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
         need = (first_mask // align + 1) * align
         if need > max_len:
@@ -189,9 +134,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                        f"{max_len} tokens (AR and bd3lm with its exact cache can go further)")
     if not any(mask_id in c for c in canvases):
         raise DLMError("nothing to generate: the canvas has no masked position")
-    shift = logit_shift(network, kind)
-    if kind == "ar" and cfg.cfg_scale > 0:
-        raise DLMError("cfg_scale (classifier-free guidance) needs a masked diffusion model")
+    shift = spec.logit_shift(network)
     expand = max(cfg.num_samples, cfg.beam_width)
     n_in = len(canvases)
     rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
@@ -221,14 +164,14 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
         state.logprob.view(n_in, expand)[:, 1:] = NEG_INF
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     cond = fixed & valid  # the condition CFG removes: every given token
-    forward = _Forward(network, kind, cfg, mask_id, shift, cond)
-    trace = Trace(kind, mask_id, [list(c) for c in rows], plen.tolist()) \
+    forward = _Forward(network, spec, cfg, mask_id, shift, cond)
+    trace = Trace(spec.name, mask_id, [list(c) for c in rows], plen.tolist()) \
         if record_trace else None
     eos = eos_id if cfg.stop_at_eos else None
     never = unwritable(mask_id, pad_id, eos_id)
     parents: list[Tensor | None] = []  # beam search: where each row came from, per step
     ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
-    block_len, plan = plan_blocks(kind, cfg, state.canvas[:, first:] == mask_id,
+    block_len, plan = plan_blocks(spec, cfg, state.canvas[:, first:] == mask_id,
                                   forward.attn.block_size)  # plan: [R, blocks] steps
 
     for b, start in enumerate(range(first, S, block_len)):
@@ -262,18 +205,18 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                 on_tokens(state.step, state)
             state.step += 1
             i += 1
-        if kind in ("ar", "bd3lm") and cfg.stop_at_eos and bool((
+        if spec.left_to_right and cfg.stop_at_eos and bool((
                 (state.canvas[:, first:end] == eos_id) & ~state.fixed[:, first:end])
                 .any(1).all()):
             break  # every row has ended; the rest would be cut anyway
 
-    keep, kept_scores = choose_rows(network, kind, state, cfg, n_in, expand, mask_id, eos_id,
+    keep, kept_scores = choose_rows(network, spec, state, cfg, n_in, expand, mask_id, eos_id,
                                      shift)
     out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
     if trace is not None and expand > 1:
         trace = lineage(trace, keep, parents)
     total = set(plan.sum(1).tolist())
-    if cfg.steps is None and kind != "ar" and not cfg.dynamic and len(total) == 1:
+    if cfg.steps is None and spec.reports_steps and not cfg.dynamic and len(total) == 1:
         cfg = cfg.replace(steps=total.pop())  # the default, as decoded
     return Generation(out, out, trace, forward.nfe, kept_scores, cfg)
 
@@ -305,21 +248,12 @@ def block_time(i, steps: Tensor) -> Tensor:
     return torch.round((1.0 - i / steps.double()) * 1e12) / 1e12
 
 
-def model_block_size(network) -> int:
-    """A block diffusion network's block size (set on load from its checkpoint)."""
-    bs = getattr(network.default_attention, "block_size", None)
-    if not bs:
-        raise DLMError("a bd3lm network needs its block size: load it with dlm.load, or set "
-                       "network.default_attention = Attention.block_causal(block_size)")
-    return bs
-
-
-def plan_blocks(kind: str, cfg: SampleConfig, masked: Tensor, block_size: int | None
+def plan_blocks(kind: str | Kind, cfg: SampleConfig, masked: Tensor, block_size: int | None
                 ) -> tuple[int, Tensor]:
     """Block length and the steps of every block of every row [R, n_blocks], for rows whose
-    slots from the shared first mask on are ``masked`` [R, L] (True where MASK). AR: one token
-    per block and step; bd3lm: the model's own block size; mdlm: ``block_length`` (default:
-    everything in one block).
+    slots from the shared first mask on are ``masked`` [R, L] (True where MASK), blocks as long
+    as the kind says (``Kind.block_length``: AR one token, bd3lm the model's own block size,
+    mdlm ``block_length``, by default everything in one block).
 
     Steps go only to blocks that hold masks. By default a block takes half its masks (rounded
     up); ``cfg.steps`` is split over a row's blocks in proportion to their masks, each getting
@@ -327,16 +261,13 @@ def plan_blocks(kind: str, cfg: SampleConfig, masked: Tensor, block_size: int | 
     blocks of equal size that is LLaDA's even split (``steps // n``, the first blocks taking
     the rest)."""
     R, L = masked.shape
-    block = 1 if kind == "ar" else (block_size if kind == "bd3lm" else cfg.block_length or L)
-    block = max(1, min(block, L))
+    block = max(1, min(kinds.get(kind).block_length(cfg, L, block_size), L))
     n = -(-L // block)
     per_block = torch.zeros(R, n * block, dtype=torch.long, device=masked.device)
     per_block[:, :L] = masked.long()
     m = per_block.view(R, n, block).sum(-1)  # [R, n] masks per block
     has = m > 0
-    if kind == "ar":
-        return 1, has.long()
-    if cfg.steps is None:
+    if cfg.steps is None:  # (a block of one token: one step)
         return block, (m + 1) // 2
     blocks = has.sum(1, keepdim=True)  # [R, 1]
     if not cfg.dynamic and cfg.steps < int(blocks.max()):
@@ -372,18 +303,12 @@ class _Forward:
     ones: the same logits as ``none``.
     """
 
-    def __init__(self, network, kind: str, cfg: SampleConfig, mask_id: int, shift: int,
+    def __init__(self, network, kind: Kind, cfg: SampleConfig, mask_id: int, shift: int,
                  cond: Tensor):
         self.network, self.cfg, self.mask_id, self.shift, self.cond = \
             network, cfg, mask_id, shift, cond
-        self.attn = attention_for(kind, model_block_size(network) if kind == "bd3lm" else None)
-        self.mode = {"ar": "exact", "bd3lm": cfg.cache or "exact"}.get(kind, cfg.cache or "none")
-        if kind == "bd3lm" and self.mode in ("prefix", "dual"):
-            raise DLMError("a bd3lm model caches finished blocks exactly: use cache exact (the "
-                           "default) or none")
-        if kind == "mdlm" and cfg.cache == "exact":
-            raise DLMError("cache='exact' is block diffusion's cache (bd3lm); for mdlm use "
-                           "none, prefix or dual (AR always decodes with its exact KV cache)")
+        self.attn = kind.attention(network_block_size(network) if kind.blocked else None)
+        self.mode = kind.cache_mode(cfg)
         self.cache = network.new_cache() if self.mode == "exact" else None
         # the exact cache may slide: at most ``window`` slots attended, evicted in blocks
         self.window, self.block, self.evicted = network.config.max_seq_len, \
@@ -443,18 +368,6 @@ class _Forward:
 
 # ----------------------------------------------------------------------------------------------
 # 2-4. one step: candidates, scores, how many and which to commit, re-masking
-
-
-@dataclass
-class Step:
-    """One step's decisions for the current block (what ``_apply`` writes)."""
-
-    x0: Tensor  # [R, L] candidate token per block slot
-    score: Tensor  # [R, L] score (-inf where not masked)
-    commit: Tensor  # [R, L] bool
-    remask: Tensor  # [R, L] bool
-    logprob: Tensor  # [R, L] log-probability of x0 under the filtered distribution
-    candidates: Tensor  # [R, L, V] the filtered logits x0 was drawn from
 
 
 def _targets(in_block: Tensor, steps: Tensor, cfg: SampleConfig) -> Tensor:

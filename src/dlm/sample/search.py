@@ -11,18 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..diffusion.likelihood import sequence_logprob
+from ..kinds import Kind
 from .config import SampleConfig
+from .state import DecodeState, Step
 from .strategies import NEG_INF
 from .trace import Trace, TraceStep
-
-if TYPE_CHECKING:
-    from .driver import DecodeState, Step
 
 
 def before_first_eos(state: DecodeState, eos_id: int) -> Tensor:
@@ -113,7 +110,7 @@ def lineage(trace: Trace, keep: list[int], parents: list[Tensor | None]) -> Trac
     return out
 
 
-def choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in: int,
+def choose_rows(network, kind: Kind, state: DecodeState, cfg: SampleConfig, n_in: int,
                  expand: int, mask_id: int, eos_id: int, shift: int
                  ) -> tuple[list[int], list[float] | None]:
     """Rows to return, one per input: all rows, the best beam, or the best of N samples."""
@@ -125,9 +122,9 @@ def choose_rows(network, kind: str, state: DecodeState, cfg: SampleConfig, n_in:
         target = ~state.fixed
         if cfg.stop_at_eos:
             target &= before_first_eos(state, eos_id)
-        score = sequence_logprob(network, kind, state.canvas, target, mask_id=mask_id,
-                                 valid=state.valid, positions=state.positions, shift=shift,
-                                 t_samples=cfg.rank_t_samples, seed=cfg.seed)
+        score = kind.sequence_logprob(network, state.canvas, target, mask_id=mask_id,
+                                      valid=state.valid, positions=state.positions,
+                                      shift=shift, t_samples=cfg.rank_t_samples, seed=cfg.seed)
     score = torch.nan_to_num(score, nan=NEG_INF)
     best = score.view(n_in, expand).argmax(1)
     keep = (torch.arange(n_in, device=best.device) * expand + best).tolist()

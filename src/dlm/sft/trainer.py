@@ -7,7 +7,7 @@ held-out number is the answers' negative log-likelihood given their prompts (exa
 LLaDA's Monte-Carlo bound for diffusion), in bits per answer byte. Rows longer than the context
 are skipped (with a warning); of the others every 10th (at least one) is held out.
 
-    train(TrainConfig(kind="mdlm", init_from="runs/tiny", sft_data="qa.jsonl", epochs=3))
+    train(TrainConfig(init_from="runs/tiny", sft_data="qa.jsonl", epochs=3))
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ from pathlib import Path
 
 import torch
 
+from .. import kinds
 from ..devices import autocast
-from ..diffusion.likelihood import EvalResult, sequence_logprob
+from ..diffusion.likelihood import EvalResult
 from ..errors import DLMError
-from ..models.formats import load_checkpoint, read_config, save_model_dir
+from ..kinds import Kind
+from ..kinds.mdlm import SFT_GENERATION
+from ..models.formats import read_config, save_model_dir
+from ..models.loading import load_checkpoint
 from ..models.lora import (
     LoraSpec,
     add_lora,
@@ -33,41 +37,22 @@ from ..models.lora import (
     save_adapter,
 )
 from ..models.transformer import Transformer
-from ..sample.driver import logit_shift
 from ..train.trainer import Trainer
 from ..version import __version__
 from .data import collate, encode_rows, read_rows
-from .loss import ARSFTLoss, BlockDiffusionSFTLoss, DiffusionSFTLoss, up_to_first_eos
+from .loss import up_to_first_eos
 
 LN2 = math.log(2)
+__all__ = ["SFT_GENERATION", "SFTTrainer", "sft_generation", "split_rows"]
 LORA_NAME = "default"  # the adapter a LoRA run trains
 
 
-# Sampler defaults of a fine-tuned diffusion checkpoint, written into its config.json under
-# "generation" (the key ``Model.sample_config`` reads; flags and arguments still win). Why: SFT
-# pads every answer with EOS to the end of the context and counts that padding in the loss
-# (LLaDA's recipe), so the fine-tuned model is surest of EOS far from the prompt. Decoded as
-# one block, the lowest-confidence rule commits those EOS first and they pull the slots after
-# the prompt to EOS as well: the answer comes out empty. LLaDA decodes its instruct model in
-# semi-autoregressive blocks for this reason (and its samplers can forbid EOS outright);
-# here blocks of 8 keep the far EOS masked until the answer in front of them is written, and
-# min_length 1 forbids EOS in the first slot (every training answer has at least one token).
-# Measured (default gen_length, which fills the context; greedy) on the tiny preset after 6 min
-# of pre-training, fine-tuned 300 epochs at lr 3e-3, batch 8, on 36 short-answer Q&A rows: one
-# block left 11 of 74 answers empty (trained, held-out and new questions) and wrote 6 of 32
-# trained answers exactly; blocks of 8, 1 empty and 24 exact; blocks of 8 with min_length 1,
-# none empty and 24 exact. On examples/qa.jsonl: one block 1 of 60 empty, 15 of 36 exact;
-# blocks of 8 with min_length 1, none empty, 21 exact. On the test suite's d=32 model blocks
-# alone still left 8 of 20 empty (one block: 12): min_length 1 is what guarantees a token.
-SFT_GENERATION = {"block_length": 8, "min_length": 1}
-
-
-def sft_generation(kind: str, base: dict | None) -> dict:
+def sft_generation(kind: str | Kind, base: dict | None) -> dict:
     """The "generation" section of a fine-tuned checkpoint: the base's (a published model's
-    recipe, or an earlier fine-tune's), with ``SFT_GENERATION`` for what it leaves unset
-    (diffusion kinds; an AR model decodes token by token)."""
+    recipe, or an earlier fine-tune's), with the kind's ``sft_generation`` for what it leaves
+    unset (masked diffusion: ``SFT_GENERATION``; an AR model decodes token by token)."""
     base = dict(base or {})  # an explicit null (e.g. block_length: one block) is kept
-    return base if kind != "mdlm" else {**SFT_GENERATION, **base}
+    return {**kinds.get(kind).sft_generation, **base}
 
 
 def split_rows(rows: list) -> tuple[list, list]:
@@ -110,9 +95,8 @@ class SFTTrainer(Trainer):
                            f"it; give at most {context} or drop --seq-len")
         self.seq_len = cfg.seq_len or context
         self.block_size = base.get("objective", {}).get("block_size")
-        if cfg.kind == "bd3lm" and self.seq_len % self.block_size:
-            raise DLMError(f"--seq-len {self.seq_len} must be a multiple of the model's block "
-                           f"size ({self.block_size})")
+        if self.kind.blocked:
+            self.kind.check_context(self.seq_len, self.block_size, "--seq-len")
         rows = read_rows(cfg.sft_data)
         template, bos = base.get("chat_template"), base.get("bos_token", "")
         # every row that fits takes part: rows too long are dropped before the split, so a
@@ -163,39 +147,27 @@ class SFTTrainer(Trainer):
         return read_config(path)
 
     def _build_objective(self):
-        if self.cfg.kind == "ar":
-            return ARSFTLoss(self.tokenizer.eos_id)
-        if self.cfg.kind == "bd3lm":
-            return BlockDiffusionSFTLoss(self.tokenizer.mask_id, self.tokenizer.eos_id,
-                                         self.block_size, self.cfg.schedule)
-        return DiffusionSFTLoss(self.tokenizer.mask_id, self.tokenizer.eos_id, self.cfg.schedule)
+        return self.kind.sft_loss(self.tokenizer.mask_id, self.tokenizer.eos_id,
+                                  self.block_size, self.cfg.schedule)
 
     def evaluate(self) -> EvalResult:
         """Held-out answers (and their EOS) given their prompts: -log p in nats per token and
         bits per answer byte. Diffusion: the mean of ``eval_t_samples`` independent draws of
         LLaDA's estimator (one mask count and mask each, fixed seeds so every evaluation of a
         run uses the same draws) with the standard error from their spread (block diffusion:
-        the block ELBO, ``_block_draws``); AR: exact."""
+        the block ELBO: ``Kind.answer_draws``); AR: exact."""
         ids, answer = self.val_batch[:, 0], self.val_batch[:, 1].bool()
         target = up_to_first_eos(ids, answer, self.tokenizer.eos_id)
-        kind = self.cfg.kind
         valid = ~answer | target  # the EOS padding after the first EOS is not context
         was_training = self.network.training
         self.network.eval()
-        # diffusion: eval_t_samples independent one-draw estimates (seeds 0, 1, ...), whose
-        # spread gives the standard error; AR: one exact pass
-        draws_n = 1 if kind == "ar" else self.cfg.eval_t_samples
-        try:
+        try:  # eval_t_samples one-draw estimates (their spread: the error); exact kinds: one
             with torch.no_grad(), autocast(self.device):
-                if kind == "bd3lm":
-                    draws = self._block_draws(target, draws_n)
-                else:
-                    draws = torch.stack([sequence_logprob(
-                        self.network, kind, ids.to(self.device), target.to(self.device),
-                        mask_id=self.tokenizer.mask_id, valid=valid.to(self.device),
-                        shift=logit_shift(self.network, kind), t_samples=1, seed=k,
-                        batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum))
-                        .sum().cpu() for k in range(draws_n)])  # log p of the answers, per draw
+                draws = self.kind.answer_draws(
+                    self.network, self.objective, self.val_batch.to(self.device),
+                    target.to(self.device), valid.to(self.device), self.cfg.eval_t_samples,
+                    mask_id=self.tokenizer.mask_id,
+                    batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum))
         finally:
             self.network.train(was_training)
         n_tokens = int(target.sum())
@@ -203,26 +175,13 @@ class SFTTrainer(Trainer):
         nats, se = -draws.mean().item(), 0.0
         if len(draws) > 1:  # the Monte-Carlo standard error of the mean of the draws
             se = draws.std().item() / math.sqrt(len(draws))
-        return EvalResult(kind=kind, nats_per_token=nats / n_tokens,
+        exact = self.kind.exact
+        return EvalResult(kind=self.kind.name, nats_per_token=nats / n_tokens,
                           bits_per_byte=nats / LN2 / max(n_bytes, 1),
                           se_bits_per_byte=se / LN2 / max(n_bytes, 1),
-                          upper_bound=kind != "ar", n_chunks=len(ids), n_tokens=n_tokens,
-                          n_bytes=n_bytes, t_samples=None if kind == "ar" else
+                          upper_bound=not exact, n_chunks=len(ids), n_tokens=n_tokens,
+                          n_bytes=n_bytes, t_samples=None if exact else
                           self.cfg.eval_t_samples, seed=0)
-
-    def _block_draws(self, target: torch.Tensor, n: int) -> torch.Tensor:
-        """Block diffusion: ``n`` draws (seeds 0, 1, ...) of the block ELBO of the held-out
-        answers and their first EOS given the prompts (the answer's EOS padding is masked
-        like the answer, as in training, and not counted): minus their summed terms."""
-        out = []
-        for k in range(n):
-            g = torch.Generator().manual_seed(k)
-            length = -(-self.val_batch.shape[-1] // self.block_size) * self.block_size
-            noise = self.objective.draw(len(self.val_batch), length, g)
-            terms, _, _ = self.objective.terms(self.network, self.val_batch.to(self.device),
-                                               noise)
-            out.append(-(terms * target[:, :terms.shape[1]].to(terms.device)).sum().cpu())
-        return torch.stack(out)
 
     def _plot_title(self) -> str:
         return (f"{self.cfg.kind} SFT · {Path(self.cfg.init_from).name} · "

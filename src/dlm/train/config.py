@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from ..diffusion.objectives import KINDS
+from .. import kinds
 from ..errors import DLMError
 
 # What may differ when resuming a run: everything else must match the saved run.
@@ -22,8 +22,8 @@ def _f(default, help: str, **extra):
 
 @dataclass
 class TrainConfig:
-    kind: str = _f("mdlm", "model kind: ar (next-token), mdlm (masked diffusion) or bd3lm "
-                   "(block diffusion)", choices=KINDS)
+    kind: str = _f(kinds.DEFAULT, "model kind: " + ", ".join(
+        f"{k.name} ({k.help})" for k in map(kinds.get, kinds.names())), choices=kinds.names)
     preset: str = _f("tiny", "model size: tiny | small | base", choices=("tiny", "small", "base"))
     d_model: int | None = _f(None, "override the preset's width")
     n_layers: int | None = _f(None, "override the preset's depth")
@@ -96,21 +96,11 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def validate(self) -> TrainConfig:
-        if self.kind not in KINDS:
-            raise DLMError(f"unknown kind {self.kind!r}; choose from {', '.join(KINDS)}")
-        block_knobs = [n for n in ("block_size", "t_low", "t_high") if getattr(self, n) is not None]
-        if self.kind != "bd3lm" and block_knobs:
-            raise DLMError(f"--{block_knobs[0].replace('_', '-')} is for --kind bd3lm only")
-        if self.kind == "bd3lm":
-            if self.block_size is None:
-                self.block_size = 8
-            if self.block_size < 1:
-                raise DLMError(f"--block-size must be >= 1 (got {self.block_size})")
-            if (self.t_low is None) != (self.t_high is None):
-                raise DLMError("give both --t-low and --t-high (the clipped schedule's range)")
-            if self.t_low is not None and not 0 < self.t_low < self.t_high <= 1:
-                raise DLMError(f"need 0 < --t-low < --t-high <= 1 (got {self.t_low}, "
-                               f"{self.t_high})")
+        if self.kind not in kinds.names():
+            raise DLMError(f"unknown kind {self.kind!r}; choose from "
+                           f"{', '.join(kinds.names())}")
+        spec = kinds.get(self.kind)
+        spec.validate_train(self)  # the knobs of other kinds, and this kind's own
         positive = {"batch_size": self.batch_size, "grad_accum": self.grad_accum,
                     "eval_every": self.eval_every, "ckpt_every": self.ckpt_every,
                     "log_every": self.log_every, "eval_tokens": self.eval_tokens,
@@ -149,8 +139,6 @@ class TrainConfig:
             raise DLMError(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not 0 <= self.ar_token_noise < 1:
             raise DLMError(f"--ar-token-noise must be in [0, 1) (got {self.ar_token_noise})")
-        if self.ar_token_noise and self.kind != "ar":
-            raise DLMError("--ar-token-noise is for --kind ar only")
         if (self.init_from is None) != (self.sft_data is None):
             raise DLMError("fine-tuning needs both --init-from CHECKPOINT and --sft-data FILE")
         if self.lora is not None:

@@ -6,7 +6,7 @@ checkpoints and exact resume. Under ``torchrun`` it runs DDP (gloo on CPU, NCCL 
 rank takes its slice of the same global batch, so the result matches one process.
 
     from dlm.train import TrainConfig, Trainer
-    result = Trainer(TrainConfig(kind="mdlm", preset="tiny", max_steps=200)).run()
+    result = Trainer(TrainConfig(preset="tiny", max_steps=200)).run()
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .. import kinds
 from ..data.corpora import load_corpus
 from ..data.loader import EpochLoader, pack_documents, token_stream
 from ..data.tokenizer import Tokenizer, build_tokenizer
 from ..devices import autocast, resolve_device
-from ..diffusion.likelihood import EvalResult, eval_chunks, evaluate
-from ..diffusion.objectives import attention_for, objective_for
+from ..diffusion.likelihood import EvalResult, eval_chunks
 from ..errors import DLMError
 from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_model_dir, save_model_dir
 from ..models.presets import preset_config
@@ -119,13 +119,14 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.cfg, self.resuming = self._resolve_resume(cfg.validate())
         cfg = self.cfg
+        self.kind = kinds.get(cfg.kind)
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // self._local_world())
         torch.set_num_threads(threads)
 
         self._setup_data()
         torch.manual_seed(cfg.seed)
         self.network = self._build_network().to(self.device)
-        self.attn = attention_for(cfg.kind, cfg.block_size)
+        self.attn = self.kind.attention(cfg.block_size)
         self.network.default_attention = self.attn
         self.objective = self._build_objective()
         self.optimizer = self._optimizer()
@@ -166,9 +167,7 @@ class Trainer:
         except ValueError as e:  # e.g. d_model not divisible by n_heads
             raise DLMError(f"bad model shape: {e}") from None
         self.seq_len = self.net_config.max_seq_len
-        if cfg.kind == "bd3lm" and self.seq_len % cfg.block_size:
-            raise DLMError(f"--block-size {cfg.block_size} does not divide the context "
-                           f"({self.seq_len} tokens); pick a divisor or set --seq-len")
+        self.kind.check_context(self.seq_len, cfg.block_size, "--block-size")
         train_tokens = self.tokenizer.encode_batch(self.corpus.train)
         self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
         sequences = pack_documents(train_tokens, self.tokenizer.eos_id, self.seq_len,
@@ -186,11 +185,7 @@ class Trainer:
         return Transformer(self.net_config)
 
     def _build_objective(self):
-        cfg = self.cfg
-        clip = (cfg.t_low, cfg.t_high) if cfg.t_low is not None else None
-        return objective_for(cfg.kind, self.tokenizer.mask_id, cfg.schedule,
-                             block_size=cfg.block_size, clip=clip,
-                             token_noise=cfg.ar_token_noise)
+        return self.kind.objective(self.cfg, self.tokenizer.mask_id)
 
     def _local_world(self) -> int:
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size))
@@ -346,8 +341,7 @@ class Trainer:
         def write(tmp: Path) -> None:
             self._save_model(tmp)
             write_csv(tmp / "metrics.csv", self.rows)
-            plot_losses(tmp / "loss.png", self.rows, self._plot_title(),
-                        "NLL (nats/token)" if self.cfg.kind == "ar" else "ELBO (nats/token)")
+            plot_losses(tmp / "loss.png", self.rows, self._plot_title(), self.kind.loss_label)
             ckpt.save_train_state(tmp, state, self.optimizer, rngs)
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
@@ -404,7 +398,7 @@ class Trainer:
 
     def evaluate(self) -> EvalResult:
         with autocast(self.device):
-            return evaluate(self.network, self.cfg.kind, self.val_chunks,
+            return kinds.evaluate(self.network, self.kind, self.val_chunks,
                             self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
                             bos_id=self.tokenizer.eos_id, t_samples=self.cfg.eval_t_samples,
                             seed=0, batch_size=max(8, self.cfg.batch_size),
@@ -593,11 +587,4 @@ def _resumes_sft(cfg: TrainConfig) -> bool:
 
 def objective_config(cfg: TrainConfig) -> dict:
     """What a checkpoint records about its objective (the sampler needs the block size)."""
-    if cfg.kind == "ar":
-        return {"token_noise": cfg.ar_token_noise} if cfg.ar_token_noise else {}
-    out = {"schedule": cfg.schedule}
-    if cfg.kind == "bd3lm":
-        out["block_size"] = cfg.block_size
-        if cfg.t_low is not None:
-            out["t_clip"] = [cfg.t_low, cfg.t_high]
-    return out
+    return kinds.get(cfg.kind).objective_config(cfg)

@@ -1,0 +1,55 @@
+"""The state of a decode, its steps and its result: the types the driver, search and hooks
+share (docs/architecture.md, "The step machine")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .config import SampleConfig
+from .trace import Trace
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # per prompt: the generated part (generate) or the whole canvas
+    canvases: list[list[int]]  # per prompt: the final canvas (prompt included, no padding)
+    trace: Trace | None
+    nfe: int  # network forward calls
+    scores: list[float] | None = None  # best-of-N likelihood / beam log-prob of each kept row
+    config: SampleConfig | None = None  # the settings decoded with, defaults settled
+
+
+@dataclass
+class DecodeState:
+    """What hooks see (and may change in place): every row's canvas and where decoding is."""
+
+    canvas: Tensor  # [R, S] token ids, MASK where undecided, rows left-padded with PAD
+    fixed: Tensor  # [R, S] True where the token is given (prompt, template text, padding)
+    valid: Tensor  # [R, S] False on left padding
+    positions: Tensor  # [R, S] RoPE positions
+    confidence: Tensor  # [R, S] score each token had when committed (+inf for given tokens)
+    logprob: Tensor  # [R] summed log-probability of committed tokens (beam score)
+    step: int = 0  # steps taken so far in total
+    block: int = 0
+    block_step: int = 0
+    start: int = 0  # the current block is canvas[:, start:end]
+    end: int = 0
+
+
+@dataclass
+class Step:
+    """One step's decisions for the current block (what ``_apply`` writes)."""
+
+    x0: Tensor  # [R, L] candidate token per block slot
+    score: Tensor  # [R, L] score (-inf where not masked)
+    commit: Tensor  # [R, L] bool
+    remask: Tensor  # [R, L] bool
+    logprob: Tensor  # [R, L] log-probability of x0 under the filtered distribution
+    candidates: Tensor  # [R, L, V] the filtered logits x0 was drawn from
+
+
+LogitsHook = Callable[[int, Tensor, DecodeState], Tensor | None]
+TokensHook = Callable[[int, DecodeState], None]
