@@ -117,6 +117,15 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu",
     return network, tokenizer, config
 
 
+def load_weights_into(network: Transformer, path: str | Path,
+                      device: str | torch.device = "cpu") -> dict:
+    """Put a checkpoint directory's weights into ``network`` (of the same shape); returns its
+    config.json."""
+    loaded, _, config = load_model_dir(path, device=device)
+    network.load_state_dict(loaded.state_dict())
+    return config
+
+
 def fill_network(network: Transformer, state: dict[str, torch.Tensor],
                  device: str | torch.device, dtype: torch.dtype | None = None) -> Transformer:
     """Put checked weights into a network built on the meta device (no copy), re-tie a tied

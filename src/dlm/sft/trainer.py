@@ -1,4 +1,4 @@
-"""``SFTTrainer``: the trainer's loop, checkpoints, resume and DDP, on prompt/answer rows.
+"""``SFTTask``: the trainer's loop, checkpoints, resume and DDP, on prompt/answer rows.
 
 What changes from pre-training: the network and tokenizer come from ``init_from`` (dlm's format
 or a published LLaDA / Dream directory), the loader walks collated ``[N, 2, L]`` SFT rows (L =
@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 
 from .. import kinds
+from ..data.loader import EpochLoader
 from ..devices import autocast
 from ..diffusion.likelihood import EvalResult
 from ..errors import DLMError
 from ..kinds import Kind
 from ..kinds.mdlm import SFT_GENERATION
-from ..models.formats import read_config, save_model_dir
+from ..models.formats import load_weights_into, read_config, save_model_dir
 from ..models.loading import load_checkpoint
 from ..models.lora import (
     LoraSpec,
@@ -37,13 +38,12 @@ from ..models.lora import (
     save_adapter,
 )
 from ..models.transformer import Transformer
-from ..train.trainer import Trainer
 from ..version import __version__
 from .data import collate, encode_rows, read_rows
 from .loss import up_to_first_eos
 
 LN2 = math.log(2)
-__all__ = ["SFT_GENERATION", "SFTTrainer", "sft_generation", "split_rows"]
+__all__ = ["SFT_GENERATION", "SFTTask", "sft_generation", "split_rows"]
 LORA_NAME = "default"  # the adapter a LoRA run trains
 
 
@@ -64,22 +64,26 @@ def split_rows(rows: list) -> tuple[list, list]:
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in sorted(held)]
 
 
-class SFTTrainer(Trainer):
-    def _setup_data(self) -> None:
-        from ..data.loader import EpochLoader
+class SFTTask:
+    """Fine-tuning on prompt/answer rows, as a task of the one training loop
+    (``dlm.train.Trainer``; see ``PretrainTask`` for the protocol): the network, tokenizer and
+    kept settings come from ``init_from``, the loader walks collated rows, the objective is
+    the kind's SFT loss, the held-out number the answers' log-likelihood, and a LoRA run's
+    checkpoint holds only its adapter. Every method gets the trainer."""
 
-        cfg = self.cfg
+    def setup(self, run) -> None:
+        cfg = self.cfg = run.cfg
         # resuming: the run itself holds the architecture, tokenizer and kept settings (the
         # base may have moved); its weights are loaded by the trainer's resume. A LoRA run
         # holds only its adapter: its base is loaded and the adapter is put back on resume.
-        saved = read_config(self.run_dir).get("adapter") if self.resuming else None
-        source = self.run_dir if self.resuming and not saved else cfg.init_from
+        saved = read_config(run.run_dir).get("adapter") if run.resuming else None
+        source = run.run_dir if run.resuming and not saved else cfg.init_from
         if saved and not source.startswith("hf:") and not Path(source).is_dir():
-            raise DLMError(f"{self.run_dir} is a LoRA run on {source}, which is missing: put "
+            raise DLMError(f"{run.run_dir} is a LoRA run on {source}, which is missing: put "
                            "it back or give its new place (dlm sft ... --resume --base PATH)")
         network, tokenizer, base = load_checkpoint(source, device="cpu")
         if saved and base_params(network) != saved["base_params"]:
-            raise DLMError(f"{self.run_dir} was trained on a base of {saved['base_params']:,} "
+            raise DLMError(f"{run.run_dir} was trained on a base of {saved['base_params']:,} "
                            f"parameters; {cfg.init_from} has {base_params(network):,}")
         if has_adapters(network):  # a LoRA run as the start: fine-tune its merged weights
             merge_adapters(network)
@@ -95,28 +99,28 @@ class SFTTrainer(Trainer):
                            f"it; give at most {context} or drop --seq-len")
         self.seq_len = cfg.seq_len or context
         self.block_size = base.get("objective", {}).get("block_size")
-        if self.kind.blocked:
-            self.kind.check_context(self.seq_len, self.block_size, "--seq-len")
+        if run.kind.blocked:
+            run.kind.check_context(self.seq_len, self.block_size, "--seq-len")
         rows = read_rows(cfg.sft_data)
         template, bos = base.get("chat_template"), base.get("bos_token", "")
         # every row that fits takes part: rows too long are dropped before the split, so a
         # held-out row that is too long does not empty the held-out set
         examples, self.skipped = encode_rows(rows, tokenizer, self.seq_len, template, bos,
                                              cfg.sft_data)
-        if self.skipped and self.dist.is_main:
+        if self.skipped and run.dist.is_main:
             print(f"dlm: skipped {self.skipped} of {len(rows)} rows of {cfg.sft_data}: longer "
                   f"than the context of {self.seq_len} tokens (prompt + answer + EOS)",
                   file=sys.stderr)
         train, val = split_rows(examples)
         self.n_rows = len(train)
         sequences = collate(train, tokenizer.eos_id, length=self.seq_len).numpy()
-        self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, self.dist.rank,
-                                  self.dist.world_size)
+        self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, run.dist.rank,
+                                  run.dist.world_size)
         self.val_batch = collate(val, tokenizer.eos_id)
-        self.val_chunks = self.val_batch[:, 0]  # what the base class reports as eval tokens
+        self.val_chunks = self.val_batch[:, 0]  # what the trainer reports as eval tokens
         self.train_stream_tokens = sum(len(e.prompt) + len(e.answer) + 1 for e in train)
 
-    def _build_network(self) -> Transformer:
+    def build_network(self, run) -> Transformer:
         network = self.base_network
         network.config = self.net_config
         for module in network.modules():  # the fine-tuning dropout
@@ -134,23 +138,27 @@ class SFTTrainer(Trainer):
         src = self.cfg.init_from
         return src if src.startswith("hf:") else str(Path(src).resolve())
 
-    def _save_model(self, path: Path) -> None:
-        if not self.cfg.lora:
-            return super()._save_model(path)
-        save_model_dir(path, self.network, self.tokenizer, self._model_config(), weights=False)
-        save_adapter(path, self.network, LORA_NAME, base=self._base_ref)
+    def attention(self, run):
+        return run.kind.attention(self.block_size)
 
-    def _load_weights(self, path: Path) -> dict:
+    def objective(self, run):
+        return run.kind.sft_loss(self.tokenizer.mask_id, self.tokenizer.eos_id,
+                                 self.block_size, self.cfg.schedule)
+
+    def save_model(self, run, path: Path) -> None:
+        """Weights, tokenizer and config.json; a LoRA run: the adapter instead of weights."""
+        save_model_dir(path, run.network, self.tokenizer, self.model_config(run),
+                       weights=not self.cfg.lora)
+        if self.cfg.lora:
+            save_adapter(path, run.network, LORA_NAME, base=self._base_ref)
+
+    def load_weights(self, run, path: Path) -> dict:
         if not self.cfg.lora:
-            return super()._load_weights(path)
-        fill_adapter(self.network, path, LORA_NAME)
+            return load_weights_into(run.network, path, run.device)
+        fill_adapter(run.network, path, LORA_NAME)
         return read_config(path)
 
-    def _build_objective(self):
-        return self.kind.sft_loss(self.tokenizer.mask_id, self.tokenizer.eos_id,
-                                  self.block_size, self.cfg.schedule)
-
-    def evaluate(self) -> EvalResult:
+    def evaluate(self, run) -> EvalResult:
         """Held-out answers (and their EOS) given their prompts: -log p in nats per token and
         bits per answer byte. Diffusion: the mean of ``eval_t_samples`` independent draws of
         LLaDA's estimator (one mask count and mask each, fixed seeds so every evaluation of a
@@ -159,40 +167,40 @@ class SFTTrainer(Trainer):
         ids, answer = self.val_batch[:, 0], self.val_batch[:, 1].bool()
         target = up_to_first_eos(ids, answer, self.tokenizer.eos_id)
         valid = ~answer | target  # the EOS padding after the first EOS is not context
-        was_training = self.network.training
-        self.network.eval()
+        was_training = run.network.training
+        run.network.eval()
         try:  # eval_t_samples one-draw estimates (their spread: the error); exact kinds: one
-            with torch.no_grad(), autocast(self.device):
-                draws = self.kind.answer_draws(
-                    self.network, self.objective, self.val_batch.to(self.device),
-                    target.to(self.device), valid.to(self.device), self.cfg.eval_t_samples,
+            with torch.no_grad(), autocast(run.device):
+                draws = run.kind.answer_draws(
+                    run.network, run.objective, self.val_batch.to(run.device),
+                    target.to(run.device), valid.to(run.device), self.cfg.eval_t_samples,
                     mask_id=self.tokenizer.mask_id,
                     batch_size=max(1, self.cfg.batch_size // self.cfg.grad_accum))
         finally:
-            self.network.train(was_training)
+            run.network.train(was_training)
         n_tokens = int(target.sum())
         n_bytes = int(self.tokenizer.token_bytes[ids[target].numpy()].sum())
         nats, se = -draws.mean().item(), 0.0
         if len(draws) > 1:  # the Monte-Carlo standard error of the mean of the draws
             se = draws.std().item() / math.sqrt(len(draws))
-        exact = self.kind.exact
-        return EvalResult(kind=self.kind.name, nats_per_token=nats / n_tokens,
+        exact = run.kind.exact
+        return EvalResult(kind=run.kind.name, nats_per_token=nats / n_tokens,
                           bits_per_byte=nats / LN2 / max(n_bytes, 1),
                           se_bits_per_byte=se / LN2 / max(n_bytes, 1),
                           upper_bound=not exact, n_chunks=len(ids), n_tokens=n_tokens,
                           n_bytes=n_bytes, t_samples=None if exact else
                           self.cfg.eval_t_samples, seed=0)
 
-    def _plot_title(self) -> str:
+    def plot_title(self, run) -> str:
         return (f"{self.cfg.kind} SFT · {Path(self.cfg.init_from).name} · "
                 f"{Path(self.cfg.sft_data).name}" + (" · LoRA" if self.cfg.lora else ""))
 
-    def _model_config(self) -> dict:
+    def model_config(self, run) -> dict:
         keep = {k: self.base_config[k] for k in ("objective", "source", "chat_template",
                                                  "bos_token", "sft_of")
                 if k in self.base_config}
         generation = sft_generation(self.cfg.kind, self.base_config.get("generation"))
-        net = self.network.config
+        net = run.network.config
         return {
             **keep,
             **({"generation": generation} if generation else {}),
@@ -200,17 +208,17 @@ class SFTTrainer(Trainer):
             "dlm_version": __version__,
             "data": {"sft_data": self.cfg.sft_data, "rows": self.n_rows,
                      "skipped_too_long": self.skipped, "seq_len": self.seq_len,
-                     "epochs": self.loader.epochs_at(self.step)},
+                     "epochs": self.loader.epochs_at(run.step)},
             "sft_of": self.cfg.init_from,
             "train": self.cfg.to_dict(),
-            "step": self.step,
+            "step": run.step,
             "params": self.base_config.get("params", {}) if self.cfg.lora else
-            {"total": self.network.num_params(),
-             "non_embedding": self.network.num_params(non_embedding=True)},
+            {"total": run.network.num_params(),
+             "non_embedding": run.network.num_params(non_embedding=True)},
             **({"adapter": {"base": self._base_ref, "base_params": self.base_params,
                             "base_kind": self.cfg.kind, "base_vocab_size": net.vocab_size,
                             "base_d_model": net.d_model, "lora": self.cfg.lora,
                             "trainable_params": self.trainable}}
                if self.cfg.lora else {}),
-            "eval": self.last_eval.to_dict() if self.last_eval else None,
+            "eval": run.last_eval.to_dict() if run.last_eval else None,
         }

@@ -1,4 +1,5 @@
 from .config import TrainConfig
-from .trainer import Trainer, train
+from .run import train
+from .trainer import PretrainTask, Trainer
 
-__all__ = ["TrainConfig", "Trainer", "train"]
+__all__ = ["PretrainTask", "TrainConfig", "Trainer", "train"]

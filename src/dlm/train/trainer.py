@@ -31,7 +31,7 @@ from ..data.tokenizer import Tokenizer, build_tokenizer
 from ..devices import autocast, resolve_device
 from ..diffusion.likelihood import EvalResult, eval_chunks
 from ..errors import DLMError
-from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_model_dir, save_model_dir
+from ..models.formats import CONFIG_FILE, TOKENIZER_FILE, load_weights_into, save_model_dir
 from ..models.presets import preset_config
 from ..models.transformer import Transformer
 from ..version import __version__
@@ -103,9 +103,12 @@ def lr_at(step: int, cfg: TrainConfig, total: int | None) -> float:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, callbacks: list[Callable] | None = None,
-                 start_from: str | Path | None = None):
-        """``start_from``: the checkpoint of another run to continue from with *this* config
-        (weights, optimizer, RNG, step; the plan comes from ``cfg``): an annealed branch."""
+                 start_from: str | Path | None = None, task=None):
+        """``task``: what is trained (its data, network, objective, evaluation and checkpoint
+        contents; default ``PretrainTask``, pre-training on a corpus; ``dlm.sft`` gives
+        ``SFTTask``). ``start_from``: the checkpoint of another run to continue from with
+        *this* config (weights, optimizer, RNG, step; the plan comes from ``cfg``): an
+        annealed branch."""
         self.callbacks = callbacks or []
         self.dist = DistInfo.from_env()
         if self.dist.world_size > 1 and not dist.is_initialized():
@@ -120,15 +123,18 @@ class Trainer:
         self.cfg, self.resuming = self._resolve_resume(cfg.validate())
         cfg = self.cfg
         self.kind = kinds.get(cfg.kind)
+        self.task = task if task is not None else PretrainTask()
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // self._local_world())
         torch.set_num_threads(threads)
 
-        self._setup_data()
+        self.task.setup(self)
+        for name in ("tokenizer", "seq_len", "loader", "val_chunks", "train_stream_tokens"):
+            setattr(self, name, getattr(self.task, name))
         torch.manual_seed(cfg.seed)
-        self.network = self._build_network().to(self.device)
-        self.attn = self.kind.attention(cfg.block_size)
+        self.network = self.task.build_network(self).to(self.device)
+        self.attn = self.task.attention(self)
         self.network.default_attention = self.attn
-        self.objective = self._build_objective()
+        self.objective = self.task.objective(self)
         self.optimizer = self._optimizer()
         self.step, self.total_steps, self.elapsed = 0, self._planned_steps(), 0.0
         self.rows: list[dict] = []
@@ -152,40 +158,7 @@ class Trainer:
                              find_unused_parameters=bool(self.network.config.n_experts))
 
     # ---------------------------------------------------------------------------------------
-    # setup helpers (``sft.SFTTrainer`` overrides the data, network and objective)
-
-    def _setup_data(self) -> None:
-        """Tokenizer, network config, context, training loader and held-out chunks."""
-        cfg = self.cfg
-        self.corpus = load_corpus(cfg.data, cfg.text_field)
-        self.tokenizer = self._tokenizer()
-        try:
-            self.net_config = preset_config(
-                cfg.preset, self.tokenizer.vocab_size, max_seq_len=cfg.seq_len,
-                dropout=cfg.dropout, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
-        except ValueError as e:  # e.g. d_model not divisible by n_heads
-            raise DLMError(f"bad model shape: {e}") from None
-        self.seq_len = self.net_config.max_seq_len
-        self.kind.check_context(self.seq_len, cfg.block_size, "--block-size")
-        train_tokens = self.tokenizer.encode_batch(self.corpus.train)
-        self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
-        sequences = pack_documents(train_tokens, self.tokenizer.eos_id, self.seq_len,
-                                   cfg.unique_tokens, shuffle_seed=cfg.seed)
-        self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, self.dist.rank,
-                                  self.dist.world_size)
-        val_stream = token_stream(self.tokenizer.encode_batch(self.corpus.validation),
-                                  self.tokenizer.eos_id)
-        self.val_chunks = eval_chunks(val_stream, self.seq_len, cfg.eval_tokens)
-        if len(self.val_chunks) == 0:
-            raise DLMError(f"held-out split of {cfg.data!r} is shorter than one sequence "
-                           f"({self.seq_len} tokens)")
-
-    def _build_network(self) -> Transformer:
-        return Transformer(self.net_config)
-
-    def _build_objective(self):
-        return self.kind.objective(self.cfg, self.tokenizer.mask_id)
+    # setup helpers
 
     def _local_world(self) -> int:
         return int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world_size))
@@ -216,21 +189,6 @@ class Trainer:
             print(f"dlm: --resume: nothing to resume in {self.run_dir} (no checkpoint); "
                   "starting a new run", file=sys.stderr)
         return cfg, False
-
-    def _tokenizer(self) -> Tokenizer:
-        if self.resuming:
-            config = json.loads((self.run_dir / CONFIG_FILE).read_text())
-            return Tokenizer.load(self.run_dir / TOKENIZER_FILE, config["tokenizer"])
-        if self.cfg.tokenizer != "bpe" or self.dist.world_size == 1:
-            return build_tokenizer(self.cfg.tokenizer, self.corpus.train, self.cfg.vocab_size)
-        # BPE under DDP: rank 0 trains it, every rank uses the very same file.
-        payload = [None]
-        if self.dist.is_main:
-            payload = [build_tokenizer("bpe", self.corpus.train, self.cfg.vocab_size).hf.to_str()]
-        dist.broadcast_object_list(payload, src=0)
-        from tokenizers import Tokenizer as HFTokenizer
-
-        return Tokenizer(HFTokenizer.from_str(payload[0]), kind="bpe")
 
     def _optimizer(self) -> torch.optim.Optimizer:
         params = [p for p in self.network.parameters() if p.requires_grad]  # LoRA: the adapter
@@ -303,26 +261,6 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # checkpoints
 
-    def _model_config(self) -> dict:
-        cfg = self.cfg
-        tokens = self.step * cfg.batch_size * self.seq_len
-        return {
-            "kind": cfg.kind,
-            "dlm_version": __version__,
-            "objective": objective_config(cfg),
-            "data": {**self.corpus.summary(), "seq_len": self.seq_len,
-                     "train_stream_tokens": self.train_stream_tokens,
-                     "unique_tokens": self.loader.tokens_per_epoch,
-                     "unique_tokens_requested": cfg.unique_tokens,
-                     "tokens_seen": tokens, "epochs": self.loader.epochs_at(self.step),
-                     "eval_tokens": self.val_chunks.numel()},
-            "train": cfg.to_dict(),
-            "step": self.step,
-            "params": {"total": self.network.num_params(),
-                       "non_embedding": self.network.num_params(non_embedding=True)},
-            "eval": self.last_eval.to_dict() if self.last_eval else None,
-        }
-
     def _rng_states(self) -> list[dict]:
         mine = ckpt.rng_state()
         if self.dist.world_size == 1:
@@ -339,29 +277,16 @@ class Trainer:
                  "world_size": self.dist.world_size, "rank_fingerprints": fingerprints}
 
         def write(tmp: Path) -> None:
-            self._save_model(tmp)
+            self.task.save_model(self, tmp)
             write_csv(tmp / "metrics.csv", self.rows)
-            plot_losses(tmp / "loss.png", self.rows, self._plot_title(), self.kind.loss_label)
+            plot_losses(tmp / "loss.png", self.rows, self.task.plot_title(self),
+                        self.kind.loss_label)
             ckpt.save_train_state(tmp, state, self.optimizer, rngs)
 
         self._main_only(lambda: ckpt.atomic_write_dir(self.run_dir, write))
 
-    def _plot_title(self) -> str:
-        """loss.png's title: what was trained on what (SFT: the base and the SFT file)."""
-        return f"{self.cfg.kind} · {self.cfg.preset} · {self.cfg.data}"
-
-    def _save_model(self, path: Path) -> None:
-        """The weights, tokenizer and config.json of a checkpoint (SFT with LoRA: the adapter)."""
-        save_model_dir(path, self.network, self.tokenizer, self._model_config())
-
-    def _load_weights(self, path: Path) -> dict:
-        """Put a checkpoint's weights into ``self.network``; returns its config.json."""
-        network, _, config = load_model_dir(path, device=self.device)
-        self.network.load_state_dict(network.state_dict())
-        return config
-
     def _load_checkpoint(self, path: Path, plan_from_config: bool = False) -> None:
-        config = self._load_weights(path)
+        config = self.task.load_weights(self, path)
         state, optim, rng = ckpt.load_train_state(path, self.dist.rank)
         if state.get("world_size", 1) != self.dist.world_size:
             raise DLMError(f"{self.run_dir} was trained with {state.get('world_size', 1)} "
@@ -397,12 +322,12 @@ class Trainer:
     # the loop
 
     def evaluate(self) -> EvalResult:
-        with autocast(self.device):
-            return kinds.evaluate(self.network, self.kind, self.val_chunks,
-                            self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
-                            bos_id=self.tokenizer.eos_id, t_samples=self.cfg.eval_t_samples,
-                            seed=0, batch_size=max(8, self.cfg.batch_size),
-                            block_size=self.cfg.block_size)
+        """The task's held-out number for the network as it is now."""
+        return self.task.evaluate(self)
+
+    def model_config(self) -> dict:
+        """The config.json a checkpoint of the run at this step holds."""
+        return self.task.model_config(self)
 
     def _eval_row(self, row: dict) -> None:
         def run_eval() -> None:
@@ -552,37 +477,104 @@ class Trainer:
             append_csv(self.run_dir / "metrics.csv", row)
 
 
-def train(cfg: TrainConfig, callbacks: list[Callable] | None = None,
-          start_from: str | Path | None = None) -> EvalResult:
-    """Train a model per ``cfg`` (see ``TrainConfig``); returns the final held-out evaluation.
-    ``start_from``: continue another run's checkpoint under this config (see ``Trainer``)."""
-    if cfg.sft_data is not None or _resumes_sft(cfg):
-        from ..sft.trainer import SFTTrainer
+class PretrainTask:
+    """Pre-training on a corpus: the tokenizer (byte, a trained BPE, or a file), a fresh
+    ``Transformer`` of the preset's shape, the kind's objective, and its held-out loss on the
+    corpus's validation split. A task gives the one training loop (``Trainer``) its data,
+    network, objective and evaluator, and says what a checkpoint holds; every method gets
+    the trainer (its config, processes, device, run directory, step and network)."""
 
-        trainer: Trainer = SFTTrainer(cfg, callbacks, start_from)
-    else:
-        trainer = Trainer(cfg, callbacks, start_from)
-    try:
-        result = trainer.run()
-        if trainer.dist.world_size > 1:
-            # every rank reaches the end before any tears the group down (a rank that leaves
-            # while rank 0 still writes the checkpoint can abort gloo's worker threads)
-            dist.barrier()
-        return result
-    finally:
-        if trainer.dist.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+    def setup(self, run) -> None:
+        """Tokenizer, network config, context, training loader and held-out chunks."""
+        cfg = run.cfg
+        self.corpus = load_corpus(cfg.data, cfg.text_field)
+        self.tokenizer = self._tokenizer(run)
+        try:
+            self.net_config = preset_config(
+                cfg.preset, self.tokenizer.vocab_size, max_seq_len=cfg.seq_len,
+                dropout=cfg.dropout, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads)
+        except ValueError as e:  # e.g. d_model not divisible by n_heads
+            raise DLMError(f"bad model shape: {e}") from None
+        self.seq_len = self.net_config.max_seq_len
+        run.kind.check_context(self.seq_len, cfg.block_size, "--block-size")
+        train_tokens = self.tokenizer.encode_batch(self.corpus.train)
+        self.train_stream_tokens = sum(len(t) + 1 for t in train_tokens)
+        sequences = pack_documents(train_tokens, self.tokenizer.eos_id, self.seq_len,
+                                   cfg.unique_tokens, shuffle_seed=cfg.seed)
+        self.loader = EpochLoader(sequences, cfg.batch_size, cfg.seed, run.dist.rank,
+                                  run.dist.world_size)
+        val_stream = token_stream(self.tokenizer.encode_batch(self.corpus.validation),
+                                  self.tokenizer.eos_id)
+        self.val_chunks = eval_chunks(val_stream, self.seq_len, cfg.eval_tokens)
+        if len(self.val_chunks) == 0:
+            raise DLMError(f"held-out split of {cfg.data!r} is shorter than one sequence "
+                           f"({self.seq_len} tokens)")
 
+    def build_network(self, run) -> Transformer:
+        return Transformer(self.net_config)
 
-def _resumes_sft(cfg: TrainConfig) -> bool:
-    """Whether ``cfg`` resumes a fine-tuning run (whose saved config names its SFT data)."""
-    path = Path(cfg.run_dir) / CONFIG_FILE
-    if not cfg.resume or not path.is_file():
-        return False
-    try:
-        return json.loads(path.read_text()).get("train", {}).get("sft_data") is not None
-    except json.JSONDecodeError:
-        return False
+    def attention(self, run):
+        return run.kind.attention(run.cfg.block_size)
+
+    def objective(self, run):
+        return run.kind.objective(run.cfg, self.tokenizer.mask_id)
+
+    def _tokenizer(self, run) -> Tokenizer:
+        if run.resuming:
+            config = json.loads((run.run_dir / CONFIG_FILE).read_text())
+            return Tokenizer.load(run.run_dir / TOKENIZER_FILE, config["tokenizer"])
+        if run.cfg.tokenizer != "bpe" or run.dist.world_size == 1:
+            return build_tokenizer(run.cfg.tokenizer, self.corpus.train, run.cfg.vocab_size)
+        # BPE under DDP: rank 0 trains it, every rank uses the very same file.
+        payload = [None]
+        if run.dist.is_main:
+            payload = [build_tokenizer("bpe", self.corpus.train, run.cfg.vocab_size).hf.to_str()]
+        dist.broadcast_object_list(payload, src=0)
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return Tokenizer(HFTokenizer.from_str(payload[0]), kind="bpe")
+
+    def evaluate(self, run) -> EvalResult:
+        with autocast(run.device):
+            return kinds.evaluate(run.network, run.kind, self.val_chunks,
+                                  self.tokenizer.token_bytes, mask_id=self.tokenizer.mask_id,
+                                  bos_id=self.tokenizer.eos_id,
+                                  t_samples=run.cfg.eval_t_samples, seed=0,
+                                  batch_size=max(8, run.cfg.batch_size),
+                                  block_size=run.cfg.block_size)
+
+    def model_config(self, run) -> dict:
+        cfg = run.cfg
+        tokens = run.step * cfg.batch_size * self.seq_len
+        return {
+            "kind": cfg.kind,
+            "dlm_version": __version__,
+            "objective": objective_config(cfg),
+            "data": {**self.corpus.summary(), "seq_len": self.seq_len,
+                     "train_stream_tokens": self.train_stream_tokens,
+                     "unique_tokens": self.loader.tokens_per_epoch,
+                     "unique_tokens_requested": cfg.unique_tokens,
+                     "tokens_seen": tokens, "epochs": self.loader.epochs_at(run.step),
+                     "eval_tokens": self.val_chunks.numel()},
+            "train": cfg.to_dict(),
+            "step": run.step,
+            "params": {"total": run.network.num_params(),
+                       "non_embedding": run.network.num_params(non_embedding=True)},
+            "eval": run.last_eval.to_dict() if run.last_eval else None,
+        }
+
+    def plot_title(self, run) -> str:
+        """loss.png's title: what was trained on what."""
+        return f"{run.cfg.kind} · {run.cfg.preset} · {run.cfg.data}"
+
+    def save_model(self, run, path: Path) -> None:
+        """The weights, tokenizer and config.json of a checkpoint."""
+        save_model_dir(path, run.network, self.tokenizer, self.model_config(run))
+
+    def load_weights(self, run, path: Path) -> dict:
+        """Put a checkpoint's weights into the run's network; returns its config.json."""
+        return load_weights_into(run.network, path, run.device)
 
 
 def objective_config(cfg: TrainConfig) -> dict:
