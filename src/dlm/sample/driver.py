@@ -37,9 +37,10 @@ from ..errors import DLMError
 from ..kinds import Kind, network_block_size
 from .config import DEFAULT_GEN_LENGTH, SampleConfig
 from .search import beam_step, choose_rows, counted_slots, lineage
-from .state import DecodeState, Generation, LogitsHook, Step, TokensHook
+from .state import DecodeState, Generation, LogitsHook, RowEvent, Step, TokensHook
 from .strategies import (
     NEG_INF,
+    RowStreams,
     factor_count,
     filter_logits,
     masked_targets,
@@ -49,6 +50,7 @@ from .strategies import (
     scores,
     select_top,
     threshold_count,
+    uniform,
     unwritable,
 )
 from .trace import Trace, TraceStep
@@ -56,12 +58,12 @@ from .trace import Trace, TraceStep
 
 @torch.no_grad()
 def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str | Kind,
-             mask_id: int,
-             eos_id: int, pad_id: int, record_trace: bool = True,
-             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None
-             ) -> Generation:
+             mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
+             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
+             seeds: list[int] | None = None) -> Generation:
     """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched);
-    ``Generation.config`` is ``cfg`` with its model-dependent defaults settled."""
+    ``Generation.config`` is ``cfg`` with its model-dependent defaults settled. ``seeds``: one
+    per prompt, its own random stream (``Decoder.add``)."""
     spec = kinds.get(kind)
     cfg.validate()
     if not prompts:
@@ -82,7 +84,8 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str 
               for p, n in zip(prompts, new)]
     gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=spec,
                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
-                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align)
+                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align,
+                  seeds=seeds)
     gen.canvases = [c[:len(p) + cfg.gen_length] for c, p in zip(gen.canvases, prompts)]
     gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
     return gen
@@ -105,120 +108,298 @@ def default_gen_length(max_len: int, prompt_len: int, kind: str | Kind, cfg: Sam
 def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig,
             *, kind: str | Kind, mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
-            no_eos: list[list[bool]] | None = None, align: int = 1) -> Generation:
-    """Fill every MASK of the given canvases; every other token stays as it is.
+            no_eos: list[list[bool]] | None = None, align: int | None = None,
+            seeds: list[int] | None = None) -> Generation:
+    """Fill every MASK of the given canvases; every other token stays as it is: a ``Decoder``
+    with these rows, stepped to the end (``seeds``: see ``Decoder.add``).
 
     Rows are padded so their first MASKs share a slot (blocks then line up, and a batch
     decodes like each row alone); each row splits ``cfg.steps`` over its own blocks.
     ``no_eos`` (per row and slot): where EOS may not be drawn (``min_length``, exact spans).
-    ``align`` (bd3lm: the model's block size): blocks are counted from each row's first
+    ``align`` (default the kind's, ``Kind.align``; bd3lm: the model's block size): blocks
+    are counted from each row's first
     token; rows are padded by whole blocks so that the blocks holding their first masks share
     slots, and decoding starts at that block (the prompt's tail decodes with the first new
     tokens): decoding blocks are the attention's blocks.
     """
-    if not canvases:
-        raise DLMError("nothing to decode")
-    spec = kinds.get(kind)
-    cfg = spec.settle(cfg)  # e.g. AR: blocks of one token, the diffusion-only knobs do nothing
-    device = next(network.parameters()).device
-    max_len = network.config.max_seq_len
-    longest = max(len(c) for c in canvases)
-    if spec.slides(cfg):  # the prompt and one block must fit the window
-        first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
-        need = (first_mask // align + 1) * align
-        if need > max_len:
-            raise DLMError(f"the prompt ({first_mask} tokens) and one block do not fit the "
-                           f"model's window of {max_len} tokens; shorten the prompt")
-    elif longest > max_len:
-        raise DLMError(f"prompt + generated tokens ({longest}) exceed the model's context of "
-                       f"{max_len} tokens (AR and bd3lm with its exact cache can go further)")
-    if not any(mask_id in c for c in canvases):
-        raise DLMError("nothing to generate: the canvas has no masked position")
-    shift = spec.logit_shift(network)
-    expand = max(cfg.num_samples, cfg.beam_width)
-    n_in = len(canvases)
-    rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
-    firsts = [c.index(mask_id) if mask_id in c else len(c) for c in rows]
-    first = max(f // align for f in firsts) * align  # the slot the first decoding block starts
-    left = [first - f // align * align for f in firsts]
-    canvas, valid = pad_rows(rows, left, pad_id, device)
-    R, S = canvas.shape
-    pad_offset = torch.tensor(left, device=device)  # [R]: canvas slot where each row starts
-    plen = torch.tensor([p for p in prompt_lengths for _ in range(expand)], device=device)
-    slot = torch.arange(S, device=device)[None, :]
-    fixed = (canvas != mask_id) | ~valid
-    if shift and bool(((canvas == mask_id) & (slot == pad_offset[:, None])).any()):
-        raise DLMError("a model with shifted logits (Dream-style) reads each token from the "
-                       "slot before it, so it cannot fill the first position: give a prompt "
-                       "(or text before the first masked span)")
-    banned_eos = torch.zeros_like(fixed)
-    if no_eos is not None:
-        banned_eos = pad_rows([[int(x) for x in r] for r in no_eos for _ in range(expand)],
-                              left, 0, device)[0].bool()
-    state = DecodeState(
-        canvas=canvas, fixed=fixed, valid=valid,
-        positions=(valid.long().cumsum(1) - 1).clamp(min=0),
-        confidence=torch.where(fixed, math.inf, 0.0).double(),
-        logprob=torch.zeros(R, dtype=torch.float64, device=device))
-    if cfg.beam_width > 1:  # only the first copy of each input starts: no duplicate beams
-        state.logprob.view(n_in, expand)[:, 1:] = NEG_INF
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    cond = fixed & valid  # the condition CFG removes: every given token
-    forward = _Forward(network, spec, cfg, mask_id, shift, cond)
-    trace = Trace(spec.name, mask_id, [list(c) for c in rows], plen.tolist()) \
-        if record_trace else None
-    eos = eos_id if cfg.stop_at_eos else None
-    never = unwritable(mask_id, pad_id, eos_id)
-    parents: list[Tensor | None] = []  # beam search: where each row came from, per step
-    ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
-    block_len, plan = plan_blocks(spec, cfg, state.canvas[:, first:] == mask_id,
-                                  forward.attn.block_size)  # plan: [R, blocks] steps
+    decoder = Decoder(network, kind=kind, mask_id=mask_id, eos_id=eos_id, pad_id=pad_id)
+    request = decoder.add(canvases, prompt_lengths, cfg, no_eos=no_eos, align=align,
+                          seeds=seeds, record_trace=record_trace, on_logits=on_logits,
+                          on_tokens=on_tokens)
+    while not decoder.done:
+        decoder.step()
+    return decoder.result(request)
 
-    for b, start in enumerate(range(first, S, block_len)):
-        end = min(start + block_len, S)
-        state.block, state.start, state.end = b, start, end
-        steps_per_block = plan[:, b].clamp(min=1)  # [R] (0: no masks in this block)
-        in_block = state.canvas[:, start:end] == mask_id
-        targets = _targets(in_block, steps_per_block, cfg)  # [R, max steps]
-        i = 0
-        while bool((state.canvas[:, start:end] == mask_id).any()):
-            if i >= targets.shape[1] + (end - start):  # every rule commits >= 1 per step
-                raise DLMError("decoding made no progress (do on_logits hooks leave every "
-                               "token -inf or NaN?)")
-            state.block_step = i
-            logits = forward(state)
-            if on_logits is not None:
-                logits = on_logits(state.step, logits, state)
-                if logits is None:
-                    raise DLMError("on_logits must return the logits")
-            step = _decode_step(state, logits, cfg, i, steps_per_block, targets,
-                                in_block.sum(1), generator, mask_id, never, eos_id,
-                                banned_eos[:, start:end])
-            src = None
-            if cfg.beam_width > 1:
-                step, src = beam_step(state, step, expand, forward.reorder, eos)
-            _apply(state, step, mask_id, eos)
-            if trace is not None:
-                trace.steps.append(_trace_step(state, step, pad_offset))
-                parents.append(src)
-            if on_tokens is not None:
-                on_tokens(state.step, state)
-            state.step += 1
-            i += 1
-        if spec.left_to_right and cfg.stop_at_eos and bool((
-                (state.canvas[:, first:end] == eos_id) & ~state.fixed[:, first:end])
-                .any(1).all()):
-            break  # every row has ended; the rest would be cut anyway
 
-    keep, kept_scores = choose_rows(network, spec, state, cfg, n_in, expand, mask_id, eos_id,
-                                     shift)
-    out = [state.canvas[r, left[r]:int(ends[r])].tolist() for r in keep]
-    if trace is not None and expand > 1:
-        trace = lineage(trace, keep, parents)
-    total = set(plan.sum(1).tolist())
-    if cfg.steps is None and spec.reports_steps and not cfg.dynamic and len(total) == 1:
-        cfg = cfg.replace(steps=total.pop())  # the default, as decoded
-    return Generation(out, out, trace, forward.nfe, kept_scores, cfg)
+def row_seed(seed: int, index: int) -> int:
+    """The seed of the ``index``-th row drawn from ``seed``: ``seed`` itself for the first (a
+    single row decodes as it always did), distinct ones after it."""
+    return seed if index == 0 else (seed * 1_000_003 + index) % 2**63
+
+
+class Decoder:
+    """Decoding as a resumable step machine (docs/architecture.md, "The step machine").
+
+    ``add`` puts rows in (a request: canvases with MASKs, its own ``SampleConfig``, seeds and
+    hooks) at any time, ``step`` advances every live request by one step and returns one
+    ``RowEvent`` per live row, ``cancel`` stops a request, ``result`` gives a finished one's
+    ``Generation``. Requests that joined at different times run at their own blocks and
+    steps; those decoding without a cache share one network call per step (their canvases
+    padded to one width); a request with a KV cache (prefix, dual, exact: AR and bd3lm) runs
+    its own call, since its cache holds only its rows. Each row draws from its own random
+    stream, so a seeded row writes the same tokens alone, in any batch, and whenever it
+    joined.
+
+        d = Decoder(network, kind=model.kind, mask_id=256, eos_id=257, pad_id=258)
+        a = d.add([prompt + [256] * 64], [len(prompt)], SampleConfig(steps=32))
+        events = d.step()               # one step of request a
+        b = d.add(...)                  # joins between steps
+        while not d.done: d.step()
+        d.result(a).tokens
+    """
+
+    def __init__(self, network, *, kind: str | Kind, mask_id: int, eos_id: int, pad_id: int):
+        self.network, self.kind = network, kinds.get(kind)
+        self.mask_id, self.eos_id, self.pad_id = mask_id, eos_id, pad_id
+        self.requests: dict[int, _Request] = {}
+        self.forwards = 0  # network calls made by ``step``
+
+    @torch.no_grad()
+    def add(self, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig, *,
+            no_eos: list[list[bool]] | None = None, align: int | None = None,
+            seeds: list[int] | None = None,
+            record_trace: bool = True, on_logits: LogitsHook | None = None,
+            on_tokens: TokensHook | None = None) -> int:
+        """A request of rows to decode from the next step on (see ``denoise``). ``seeds``: one
+        per canvas, its row's own random stream (the same tokens alone, in any batch, whenever
+        it joins); by default row r's stream is ``row_seed(cfg.seed, r)``. Returns its id."""
+        rid = len(self.requests)
+        self.requests[rid] = _Request(self, rid, canvases, prompt_lengths, cfg, no_eos, align,
+                                      seeds, record_trace, on_logits, on_tokens)
+        return rid
+
+    @property
+    def done(self) -> bool:
+        return all(r.done for r in self.requests.values())
+
+    def cancel(self, request: int) -> None:
+        """Stop a request between steps; its rows take no more steps (``result`` then gives
+        the canvases as they are)."""
+        self.requests[request].finish()
+
+    @torch.no_grad()
+    def step(self) -> list[RowEvent]:
+        """One step of every live request; the events of every row it moved."""
+        live = [r for r in self.requests.values() if not r.done]
+        shared = [r for r in live if r.forward.mode == "none" and r.on_logits is None]
+        logits: dict[int, Tensor] = {}
+        if len(shared) > 1:  # one call for every request that feeds its whole canvas
+            for r, out in zip(shared, _shared_forward(self.network, shared)):
+                logits[r.rid] = out
+            self.forwards += 1
+        events = []
+        for r in live:
+            if r.rid not in logits:
+                self.forwards += 1
+            events += r.advance(logits.get(r.rid))
+        return events
+
+    def result(self, request: int) -> Generation:
+        r = self.requests[request]
+        if not r.done:
+            raise DLMError(f"request {request} is still decoding")
+        return r.generation
+
+
+def _shared_forward(network, requests: list[_Request]) -> list[Tensor]:
+    """Block logits of several cache-free requests from one network call: every request's full
+    canvas (CFG-doubled where it guides), right-padded to one width, the padding hidden."""
+    inputs = [r.forward.inputs(r.state) for r in requests]
+    S = max(ids.shape[1] for ids, _, _ in inputs)
+    attn = requests[0].forward.attn
+
+    def pad(x: Tensor, value) -> Tensor:
+        return torch.nn.functional.pad(x, (0, S - x.shape[1]), value=value)
+
+    ids = torch.cat([pad(i, requests[0].decoder.pad_id) for i, _, _ in inputs])
+    valid = torch.cat([pad(v, False) for _, v, _ in inputs])
+    pos = torch.cat([pad(p, 0) for _, _, p in inputs])
+    logits = network(ids, attn=attn.with_padding(valid), positions=pos)
+    out, at = [], 0
+    for r, (i, _, _) in zip(requests, inputs):
+        part = logits[at:at + len(i), :i.shape[1]]
+        at += len(i)
+        r.forward.nfe += 1
+        out.append(r.forward.block_logits(part, r.state))
+    return out
+
+
+class _Request:
+    """The rows of one ``Decoder.add`` call, decoded in lockstep (one block and step for all
+    of them); what used to be the body of ``denoise``."""
+
+    def __init__(self, decoder: Decoder, rid: int, canvases, prompt_lengths, cfg, no_eos, align,
+                 seeds, record_trace, on_logits, on_tokens):
+        if not canvases:
+            raise DLMError("nothing to decode")
+        network, spec, mask_id = decoder.network, decoder.kind, decoder.mask_id
+        pad_id, eos_id = decoder.pad_id, decoder.eos_id
+        cfg = spec.settle(cfg)  # e.g. AR: blocks of one token, the diffusion knobs do nothing
+        align = spec.align(network, cfg) if align is None else align
+        device = next(network.parameters()).device
+        max_len = network.config.max_seq_len
+        longest = max(len(c) for c in canvases)
+        if spec.slides(cfg):  # the prompt and one block must fit the window
+            first_mask = max(c.index(mask_id) if mask_id in c else len(c) for c in canvases)
+            need = (first_mask // align + 1) * align
+            if need > max_len:
+                raise DLMError(f"the prompt ({first_mask} tokens) and one block do not fit the "
+                               f"model's window of {max_len} tokens; shorten the prompt")
+        elif longest > max_len:
+            raise DLMError(f"prompt + generated tokens ({longest}) exceed the model's context "
+                           f"of {max_len} tokens (AR and bd3lm with its exact cache can go "
+                           "further)")
+        if not any(mask_id in c for c in canvases):
+            raise DLMError("nothing to generate: the canvas has no masked position")
+        if seeds is not None and len(seeds) != len(canvases):
+            raise DLMError(f"give one seed per canvas ({len(canvases)}), not {len(seeds)}")
+        shift = spec.logit_shift(network)
+        expand = max(cfg.num_samples, cfg.beam_width)
+        n_in = len(canvases)
+        rows = [c for c in canvases for _ in range(expand)]  # row r belongs to input r // expand
+        firsts = [c.index(mask_id) if mask_id in c else len(c) for c in rows]
+        first = max(f // align for f in firsts) * align  # where the first decoding block starts
+        left = [first - f // align * align for f in firsts]
+        canvas, valid = pad_rows(rows, left, pad_id, device)
+        R, S = canvas.shape
+        pad_offset = torch.tensor(left, device=device)  # [R]: canvas slot where each row starts
+        plen = torch.tensor([p for p in prompt_lengths for _ in range(expand)], device=device)
+        slot = torch.arange(S, device=device)[None, :]
+        fixed = (canvas != mask_id) | ~valid
+        if shift and bool(((canvas == mask_id) & (slot == pad_offset[:, None])).any()):
+            raise DLMError("a model with shifted logits (Dream-style) reads each token from the "
+                           "slot before it, so it cannot fill the first position: give a "
+                           "prompt (or text before the first masked span)")
+        banned_eos = torch.zeros_like(fixed)
+        if no_eos is not None:
+            banned_eos = pad_rows([[int(x) for x in r] for r in no_eos for _ in range(expand)],
+                                  left, 0, device)[0].bool()
+        state = DecodeState(
+            canvas=canvas, fixed=fixed, valid=valid,
+            positions=(valid.long().cumsum(1) - 1).clamp(min=0),
+            confidence=torch.where(fixed, math.inf, 0.0).double(),
+            logprob=torch.zeros(R, dtype=torch.float64, device=device), offset=pad_offset)
+        if cfg.beam_width > 1:  # only the first copy of each input starts: no duplicate beams
+            state.logprob.view(n_in, expand)[:, 1:] = NEG_INF
+        # row r = input r // expand, copy r % expand: given seeds are each input's own (a row
+        # then writes the same tokens in any batch); by default cfg.seed spread over the rows
+        # (a batch of one prompt repeated draws different samples, as best-of-N's copies do)
+        self.seeds = seeds
+        self.streams = RowStreams([row_seed(cfg.seed, r) if seeds is None else
+                                   row_seed(int(seeds[r // expand]), r % expand)
+                                   for r in range(R)], device)
+        cond = fixed & valid  # the condition CFG removes: every given token
+        self.forward = _Forward(network, spec, cfg, mask_id, shift, cond)
+        self.trace = Trace(spec.name, mask_id, [list(c) for c in rows], plen.tolist()) \
+            if record_trace else None
+        self.decoder, self.rid, self.spec, self.cfg, self.state = decoder, rid, spec, cfg, state
+        self.eos = eos_id if cfg.stop_at_eos else None
+        self.never = unwritable(mask_id, pad_id, eos_id)
+        self.parents: list[Tensor | None] = []  # beam search: where each row came from
+        self.ends = (valid.long() * slot).max(1).values + 1  # [R] one past each row's last slot
+        self.block_len, self.plan = plan_blocks(spec, cfg, state.canvas[:, first:] == mask_id,
+                                                self.forward.attn.block_size)  # [R, blocks]
+        self.starts = list(range(first, S, self.block_len))
+        self.first, self.left, self.n_in, self.expand = first, left, n_in, expand
+        self.banned_eos, self.shift = banned_eos, shift
+        self.on_logits, self.on_tokens = on_logits, on_tokens
+        self.b, self.open, self.done, self.generation = -1, False, False, None
+        self._next()
+
+    def _next(self) -> None:
+        """Move to the next step to take (opening the next block with masks), or finish."""
+        state, mask_id = self.state, self.decoder.mask_id
+        while True:
+            if self.open:
+                if bool((state.canvas[:, state.start:state.end] == mask_id).any()):
+                    return
+                self.open = False
+                if self.spec.left_to_right and self.cfg.stop_at_eos and bool((
+                        (state.canvas[:, self.first:state.end] == self.decoder.eos_id)
+                        & ~state.fixed[:, self.first:state.end]).any(1).all()):
+                    break  # every row has ended; the rest would be cut anyway
+            self.b += 1
+            if self.b >= len(self.starts):
+                break
+            start = self.starts[self.b]
+            end = min(start + self.block_len, state.canvas.shape[1])
+            state.block, state.start, state.end = self.b, start, end
+            self.steps_per_block = self.plan[:, self.b].clamp(min=1)  # [R] (0: no masks)
+            in_block = state.canvas[:, start:end] == mask_id
+            self.n_block = in_block.sum(1)
+            self.targets = _targets(in_block, self.steps_per_block, self.cfg)  # [R, max steps]
+            self.i, self.open = 0, True
+        self.finish()
+
+    def advance(self, logits: Tensor | None) -> list[RowEvent]:
+        """Take one step (``logits``: the block's, when a shared call computed them)."""
+        state, cfg, d = self.state, self.cfg, self.decoder
+        start, end, i = state.start, state.end, self.i
+        if i >= self.targets.shape[1] + (end - start):  # every rule commits >= 1 per step
+            raise DLMError("decoding made no progress (do on_logits hooks leave every token "
+                           "-inf or NaN?)")
+        state.block_step = i
+        if logits is None:
+            logits = self.forward(state)
+        if self.on_logits is not None:
+            logits = self.on_logits(state.step, logits, state)
+            if logits is None:
+                raise DLMError("on_logits must return the logits")
+        step = _decode_step(state, logits, cfg, i, self.steps_per_block, self.targets,
+                            self.n_block, self.streams, d.mask_id, self.never, d.eos_id,
+                            self.banned_eos[:, start:end])
+        src = None
+        if cfg.beam_width > 1:
+            step, src = beam_step(state, step, self.expand, self._reorder, self.eos)
+        _apply(state, step, d.mask_id, self.eos)
+        record = _trace_step(state, step, state.offset)
+        if self.trace is not None:
+            self.trace.steps.append(record)
+            self.parents.append(src)
+        if self.on_tokens is not None:
+            self.on_tokens(state.step, state)
+        state.step += 1
+        self.i += 1
+        self._next()
+        left = (state.canvas == d.mask_id).sum(1).tolist()
+        return [RowEvent(self.rid, r, record.step, record.block, record.positions[r],
+                         record.tokens[r], record.confidences[r],
+                         record.remasked[r] if record.remasked else [], left[r], self.done)
+                for r in range(len(left))]
+
+    def _reorder(self, index: Tensor) -> None:
+        self.forward.reorder(index)
+        self.streams = self.streams.select(index.tolist())
+
+    def finish(self) -> None:
+        """Settle the result: the rows to return (best beam, best of N) and the trace."""
+        if self.done:
+            return
+        self.done = True
+        state, cfg, d = self.state, self.cfg, self.decoder
+        keep, kept_scores = choose_rows(d.network, self.spec, state, cfg, self.n_in,
+                                         self.expand, d.mask_id, d.eos_id, self.shift,
+                                         self.seeds)
+        out = [state.canvas[r, self.left[r]:int(self.ends[r])].tolist() for r in keep]
+        trace = self.trace
+        if trace is not None and self.expand > 1:
+            trace = lineage(trace, keep, self.parents)
+        total = set(self.plan.sum(1).tolist())
+        if cfg.steps is None and self.spec.reports_steps and not cfg.dynamic and \
+                len(total) == 1:
+            cfg = cfg.replace(steps=total.pop())  # the default, as decoded
+        self.generation = Generation(out, out, trace, self.forward.nfe, kept_scores, cfg)
+        self.forward.cache = None  # the memory goes back
 
 
 def pad_rows(rows: list[list[int]], left: list[int], pad_id: int, device
@@ -317,11 +498,9 @@ class _Forward:
 
     def run(self, state: DecodeState, lo: int, hi: int, cache, evicted: int = 0) -> Tensor:
         """Network on canvas slots [lo, hi) (attending to ``cache`` too, which starts at
-        canvas slot ``evicted``), CFG applied."""
-        ids, valid, pos = state.canvas, state.valid, state.positions
-        if self.cfg.cfg_scale > 0:  # LLaDA: the unconditional pass sees the prompt re-masked
-            ids = torch.cat([ids, ids.masked_fill(self.cond, self.mask_id)])
-            valid, pos = valid.repeat(2, 1), pos.repeat(2, 1)
+        canvas slot ``evicted``), CFG applied (LLaDA: the unconditional pass sees the prompt
+        re-masked)."""
+        ids, valid, pos = self.inputs(state)
         k_hi = hi if cache is None or cache.write_at is None else valid.shape[1]
         logits = self.network(ids[:, lo:hi],
                               attn=self.attn.with_padding(valid[:, evicted:k_hi]),
@@ -331,6 +510,23 @@ class _Forward:
             c, u = logits.chunk(2)
             logits = u + (self.cfg.cfg_scale + 1.0) * (c - u)
         return logits
+
+    def inputs(self, state: DecodeState) -> tuple[Tensor, Tensor, Tensor]:
+        """ids, key validity and positions of the whole canvas (CFG: doubled), for a call
+        without a cache (``_shared_forward``)."""
+        ids, valid, pos = state.canvas, state.valid, state.positions
+        if self.cfg.cfg_scale > 0:
+            ids = torch.cat([ids, ids.masked_fill(self.cond, self.mask_id)])
+            valid, pos = valid.repeat(2, 1), pos.repeat(2, 1)
+        return ids, valid, pos
+
+    def block_logits(self, logits: Tensor, state: DecodeState) -> Tensor:
+        """The current block's logits [R, L, V] from the whole canvas's (CFG combined)."""
+        if self.cfg.cfg_scale > 0:
+            c, u = logits.chunk(2)
+            logits = u + (self.cfg.cfg_scale + 1.0) * (c - u)
+        a = state.start - self.shift
+        return logits[:, a:a + state.end - state.start]
 
     def __call__(self, state: DecodeState) -> Tensor:
         start, end, S = state.start, state.end, state.canvas.shape[1]
@@ -467,8 +663,7 @@ def _remask(state: DecodeState, masked: Tensor, target: Tensor, n_block: Tensor,
     if cfg.remask_variant == "conf":  # the least confident go first
         key = -state.confidence[:, start:end]
     else:
-        key = torch.rand(masked.shape, generator=generator, dtype=torch.float64,
-                         device=masked.device)
+        key = uniform(masked.shape, generator, masked.device)
     return select_top(torch.where(committed, key, NEG_INF), r)
 
 

@@ -111,9 +111,10 @@ def lineage(trace: Trace, keep: list[int], parents: list[Tensor | None]) -> Trac
 
 
 def choose_rows(network, kind: Kind, state: DecodeState, cfg: SampleConfig, n_in: int,
-                 expand: int, mask_id: int, eos_id: int, shift: int
-                 ) -> tuple[list[int], list[float] | None]:
-    """Rows to return, one per input: all rows, the best beam, or the best of N samples."""
+                 expand: int, mask_id: int, eos_id: int, shift: int,
+                 seeds: list[int] | None = None) -> tuple[list[int], list[float] | None]:
+    """Rows to return, one per input: all rows, the best beam, or the best of N samples
+    (ranked with each input's own seed, default ``cfg.seed``)."""
     if expand == 1:
         return list(range(n_in)), None
     if cfg.beam_width > 1:
@@ -122,9 +123,13 @@ def choose_rows(network, kind: Kind, state: DecodeState, cfg: SampleConfig, n_in
         target = ~state.fixed
         if cfg.stop_at_eos:
             target &= before_first_eos(state, eos_id)
-        score = kind.sequence_logprob(network, state.canvas, target, mask_id=mask_id,
-                                      valid=state.valid, positions=state.positions,
-                                      shift=shift, t_samples=cfg.rank_t_samples, seed=cfg.seed)
+        # each input's rows alone, so its ranking does not depend on what it is batched with
+        score = torch.cat([kind.sequence_logprob(
+            network, state.canvas[rows], target[rows], mask_id=mask_id,
+            valid=state.valid[rows], positions=state.positions[rows], shift=shift,
+            t_samples=cfg.rank_t_samples, seed=cfg.seed if seeds is None else int(seeds[i]))
+            for i, rows in enumerate(torch.arange(n_in * expand, device=target.device)
+                                     .view(n_in, expand))])
     score = torch.nan_to_num(score, nan=NEG_INF)
     best = score.view(n_in, expand).argmax(1)
     keep = (torch.arange(n_in, device=best.device) * expand + best).tolist()

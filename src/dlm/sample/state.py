@@ -37,6 +37,12 @@ class DecodeState:
     block_step: int = 0
     start: int = 0  # the current block is canvas[:, start:end]
     end: int = 0
+    offset: Tensor | None = None  # [R] canvas slot where each row starts (its left padding)
+
+    def row(self, r: int) -> list[int]:
+        """Row r's canvas in its own coordinates (no padding; MASK where undecided)."""
+        start = 0 if self.offset is None else int(self.offset[r])
+        return self.canvas[r, start:][self.valid[r, start:]].tolist()
 
 
 @dataclass
@@ -53,3 +59,21 @@ class Step:
 
 LogitsHook = Callable[[int, Tensor, DecodeState], Tensor | None]
 TokensHook = Callable[[int, DecodeState], None]
+
+
+@dataclass
+class RowEvent:
+    """What one step did to one row, in that row's own coordinates (its canvas starts at 0):
+    the positions committed with their tokens and scores, the positions re-masked, the masks
+    left, the block, and whether the row is done (no more steps will come)."""
+
+    request: int  # the ``Decoder.add`` call it belongs to
+    row: int  # its index in that request (input r, copy j: r * copies + j)
+    step: int  # the request's step count
+    block: int
+    positions: list[int]
+    tokens: list[int]
+    confidences: list[float]
+    remasked: list[int]
+    masks_left: int
+    done: bool = False

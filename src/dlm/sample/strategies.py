@@ -87,13 +87,48 @@ def filter_logits(logits: Tensor, top_k: int | None, top_p: float | None,
     return logits
 
 
-def gumbel(shape, generator: torch.Generator | None, device) -> Tensor:
+class RowStreams:
+    """One random stream per row: row b's draws come from its own seeded generator, so a row
+    gets the same randomness alone, in any batch, and whenever it joined (what the sampling
+    strategies draw from, ``strategies.uniform``)."""
+
+    def __init__(self, seeds: list[int], device):
+        self.device = device
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def rand(self, shape, device) -> Tensor:
+        """U(0, 1) float64 of ``shape`` [R, ...]: row b from stream b."""
+        return torch.stack([torch.rand(tuple(shape[1:]), generator=g, dtype=torch.float64,
+                                       device=device) for g in self.generators])
+
+    def select(self, index: list[int]) -> RowStreams:
+        """The streams of rows ``index`` (beam search: a row copied twice gets two copies of
+        its stream, each going on from where it was)."""
+        out = RowStreams([], self.device)
+        for i in index:
+            g = torch.Generator(device=self.device)
+            g.set_state(self.generators[i].get_state())
+            out.generators.append(g)
+        return out
+
+
+Random = "torch.Generator | RowStreams | None"
+
+
+def uniform(shape, generator: Random, device) -> Tensor:
+    """U(0, 1) float64 of ``shape`` from a generator, or from per-row streams (row b of the
+    result from stream b)."""
+    if isinstance(generator, RowStreams):
+        return generator.rand(shape, device)
+    return torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+
+
+def gumbel(shape, generator: Random, device) -> Tensor:
     """Standard Gumbel noise -log(-log u) in float64."""
-    u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
-    return -torch.log(-torch.log(u))
+    return -torch.log(-torch.log(uniform(shape, generator, device)))
 
 
-def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator | None
+def sample_tokens(logits: Tensor, temperature: float, generator: Random
                   ) -> Tensor:
     """Gumbel-max sampling: argmax(logits - T * log(-log u)); T=0 is greedy.
 
@@ -107,15 +142,14 @@ def sample_tokens(logits: Tensor, temperature: float, generator: torch.Generator
 
 
 def scores(logits: Tensor, tokens: Tensor, remasking: str,
-           generator: torch.Generator | None) -> Tensor:
+           generator: Random) -> Tensor:
     """Score of each position [B, L] (higher = commit sooner), from logits [B, L, V].
 
     low_confidence: p(chosen token) (LLaDA); margin: p(top1) - p(top2); entropy: sum p log p
     (Dream's negative entropy); random (and origin, which uses it for its coin flips): U(0, 1).
     """
     if remasking in ("random", "origin"):
-        return torch.rand(tokens.shape, generator=generator, dtype=torch.float64,
-                          device=tokens.device)
+        return uniform(tokens.shape, generator, tokens.device)
     probs = torch.softmax(logits.double(), dim=-1)
     if remasking == "low_confidence":
         return torch.gather(probs, -1, tokens[..., None]).squeeze(-1)
@@ -128,7 +162,7 @@ def scores(logits: Tensor, tokens: Tensor, remasking: str,
 
 
 def select_top(scores: Tensor, k: Tensor, alg_temp: float | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: Random = None) -> Tensor:
     """Boolean [B, L]: k[b] positions of each row, never one scored -inf.
 
     Without ``alg_temp`` the k highest scores (ties: leftmost first). With it, k positions
