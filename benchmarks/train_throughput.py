@@ -18,9 +18,10 @@ import time
 
 import torch
 
-from dlm.diffusion.objectives import attention_for, objective_for
+from dlm import kinds
 from dlm.models.presets import preset_config
 from dlm.models.transformer import Transformer
+from dlm.train import TrainConfig
 
 VOCAB = 259  # byte tokenizer
 
@@ -47,7 +48,8 @@ def train_speed(preset: str, kind: str, batch: int, steps: int) -> tuple[float, 
     cfg = preset_config(preset, VOCAB)
     net = Transformer(cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    objective, attn = objective_for(kind, mask_id=256), attention_for(kind)
+    spec, train_cfg = kinds.get(kind), TrainConfig(kind=kind).validate()
+    objective, attn = spec.objective(train_cfg, 256), spec.attention(train_cfg.block_size)
     x = torch.randint(0, 256, (batch, cfg.max_seq_len))
     g = torch.Generator().manual_seed(0)
     for i in range(steps + 3):

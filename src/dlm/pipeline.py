@@ -29,6 +29,7 @@ from .models.loading import load_checkpoint
 from .models.transformer import Transformer
 from .sample.config import SampleConfig
 from .sample.driver import (
+    Decoder,
     LogitsHook,
     TokensHook,
     denoise,
@@ -137,15 +138,30 @@ class Model:
 
     def generate_ids(self, prompts: list[list[int]], trace: bool = False,
                      config: SampleConfig | None = None, on_logits: LogitsHook | None = None,
-                     on_tokens: TokensHook | None = None, **fields) -> GenerationResult:
-        """``generate`` from token ids (one list per prompt); ``text`` is a list."""
+                     on_tokens: TokensHook | None = None, seeds: list[int] | None = None,
+                     **fields) -> GenerationResult:
+        """``generate`` from token ids (one list per prompt); ``text`` is a list. ``seeds``:
+        one per prompt, its own random stream (the same text alone or in any batch)."""
         cfg = self.sample_config(config, **fields)
         with autocast(self.device):
             gen = generate(self.network, prompts, cfg, kind=self.spec, mask_id=self.mask_id,
                            eos_id=self.eos_id, pad_id=self.pad_id, record_trace=trace,
-                           on_logits=on_logits, on_tokens=on_tokens)
+                           on_logits=on_logits, on_tokens=on_tokens, seeds=seeds)
         texts = [self.decode_generated(t, cfg) for t in gen.tokens]
         return GenerationResult(texts, gen.tokens, gen.trace, gen.nfe, gen.config, gen.scores)
+
+    def decoder(self) -> Decoder:
+        """The step machine on this model (docs/architecture.md, "The step machine"): ``add``
+        requests at any time, ``step`` them one step at a time (per-row events), ``cancel``.
+
+            d = model.decoder()
+            p = model.tokenizer.encode("ROMEO:")
+            a = d.add([p + [model.mask_id] * 32], [len(p)], model.sample_config(steps=16))
+            while not d.done:
+                events = d.step()
+        """
+        return Decoder(self.network, kind=self.spec, mask_id=self.mask_id, eos_id=self.eos_id,
+                       pad_id=self.pad_id)
 
     def decode_generated(self, tokens: list[int], cfg: SampleConfig) -> str:
         """Generated ids -> text: cut at the first EOS, drop MASK/PAD, cut at stop strings."""

@@ -12,7 +12,7 @@ it.
     net = Transformer(TransformerConfig(vocab_size=259, d_model=64, n_layers=2, n_heads=4))
     logits = net(ids, attn=Attention.bidirectional())            # [B, T, V]
 
-Contract 1 of docs/architecture.md:
+The contract of docs/architecture.md, "The network":
 ``net(input_ids, attn=..., positions=None, cache=None) -> logits``.
 """
 

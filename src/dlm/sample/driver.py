@@ -1,4 +1,5 @@
-"""The reverse process: one loop for every model kind and decoding method (docs/architecture.md, 3).
+"""The reverse process: one loop for every model kind and decoding method (docs/architecture.md,
+"The step machine").
 
 A canvas per row holds given tokens (prompt, template text) and MASKs; ragged rows are padded
 with PAD so their first MASKs share a slot, the padding hidden by a key padding mask, with RoPE
@@ -127,7 +128,7 @@ def denoise(network, canvases: list[list[int]], prompt_lengths: list[int], cfg: 
                           seeds=seeds, record_trace=record_trace, on_logits=on_logits,
                           on_tokens=on_tokens)
     while not decoder.done:
-        decoder.step()
+        decoder.step(events=False)
     return decoder.result(request)
 
 
@@ -188,8 +189,9 @@ class Decoder:
         self.requests[request].finish()
 
     @torch.no_grad()
-    def step(self) -> list[RowEvent]:
-        """One step of every live request; the events of every row it moved."""
+    def step(self, events: bool = True) -> list[RowEvent]:
+        """One step of every live request; the events of every row it moved (``events=False``:
+        none are built, for a caller that only wants the results)."""
         live = [r for r in self.requests.values() if not r.done]
         shared = [r for r in live if r.forward.mode == "none" and r.on_logits is None]
         logits: dict[int, Tensor] = {}
@@ -197,12 +199,12 @@ class Decoder:
             for r, out in zip(shared, _shared_forward(self.network, shared)):
                 logits[r.rid] = out
             self.forwards += 1
-        events = []
+        out = []
         for r in live:
             if r.rid not in logits:
                 self.forwards += 1
-            events += r.advance(logits.get(r.rid))
-        return events
+            out += r.advance(logits.get(r.rid), events)
+        return out
 
     def result(self, request: int) -> Generation:
         r = self.requests[request]
@@ -341,7 +343,7 @@ class _Request:
             self.i, self.open = 0, True
         self.finish()
 
-    def advance(self, logits: Tensor | None) -> list[RowEvent]:
+    def advance(self, logits: Tensor | None, events: bool = True) -> list[RowEvent]:
         """Take one step (``logits``: the block's, when a shared call computed them)."""
         state, cfg, d = self.state, self.cfg, self.decoder
         start, end, i = state.start, state.end, self.i
@@ -362,7 +364,8 @@ class _Request:
         if cfg.beam_width > 1:
             step, src = beam_step(state, step, self.expand, self._reorder, self.eos)
         _apply(state, step, d.mask_id, self.eos)
-        record = _trace_step(state, step, state.offset)
+        record = _trace_step(state, step, state.offset) \
+            if events or self.trace is not None else None
         if self.trace is not None:
             self.trace.steps.append(record)
             self.parents.append(src)
@@ -371,6 +374,8 @@ class _Request:
         state.step += 1
         self.i += 1
         self._next()
+        if not events:
+            return []
         left = (state.canvas == d.mask_id).sum(1).tolist()
         return [RowEvent(self.rid, r, record.step, record.block, record.positions[r],
                          record.tokens[r], record.confidences[r],

@@ -1,4 +1,4 @@
-"""The record of what the sampler actually did (docs/architecture.md, contract 4).
+"""The record of what the sampler actually did (docs/architecture.md, "The trace and events").
 
 For each row: the canvas it started from (``initial``: prompt + MASKs for ``generate``, a
 template with MASKs for ``infill``, the original text for ``edit``) and how many of its leading
