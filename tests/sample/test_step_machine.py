@@ -155,6 +155,27 @@ def test_a_cancelled_request_stops_and_the_others_go_on_as_alone():
     assert d.result(b).canvases == alone.canvases
 
 
+def test_cancelling_a_best_of_n_or_cached_request_costs_no_network_call():
+    """A cancelled best-of-N request returns one row per input unranked (ranking a half-masked
+    sample would spend network calls on a score no one reads); a cached one frees its cache."""
+    for kind, kw in (("mdlm", dict(num_samples=3, temperature=1.0)),
+                     ("bd3lm", dict(cache="exact"))):
+        net = network(kind, {})
+        calls = []
+        net.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        d = Decoder(net, kind=kind, **IDS)
+        a = d.add([canvas(TARGET, 12), canvas(OTHERS[1], 12)], [4, 7],
+                  SampleConfig(gen_length=12, steps=6, **kw), seeds=[1, 2])
+        d.step()
+        before = len(calls)
+        d.cancel(a)
+        assert len(calls) == before, kind
+        g = d.result(a)
+        assert len(g.canvases) == 2 and g.scores is None and d.requests[a].forward.cache is None
+        assert all(MASK in c for c in g.canvases)
+        assert d.step() == [] and d.done
+
+
 def test_cache_free_requests_share_one_network_call_per_step():
     """Requests at different blocks and steps, decoding without a cache, run in one network
     call per step; requests with a cache (prefix / dual / exact) run their own."""

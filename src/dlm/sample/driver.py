@@ -185,8 +185,9 @@ class Decoder:
 
     def cancel(self, request: int) -> None:
         """Stop a request between steps; its rows take no more steps (``result`` then gives
-        the canvases as they are)."""
-        self.requests[request].finish()
+        the canvases as they are: one row per input, unranked, since a half-decoded beam or
+        sample has no score worth a network call; its KV cache is freed)."""
+        self.requests[request].finish(cancelled=True)
 
     @torch.no_grad()
     def step(self, events: bool = True) -> list[RowEvent]:
@@ -386,15 +387,19 @@ class _Request:
         self.forward.reorder(index)
         self.streams = self.streams.select(index.tolist())
 
-    def finish(self) -> None:
-        """Settle the result: the rows to return (best beam, best of N) and the trace."""
+    def finish(self, cancelled: bool = False) -> None:
+        """Settle the result: the rows to return (best beam, best of N; the first copy of
+        each input when ``cancelled``) and the trace."""
         if self.done:
             return
         self.done = True
         state, cfg, d = self.state, self.cfg, self.decoder
-        keep, kept_scores = choose_rows(d.network, self.spec, state, cfg, self.n_in,
-                                         self.expand, d.mask_id, d.eos_id, self.shift,
-                                         self.seeds)
+        if cancelled:
+            keep, kept_scores = [i * self.expand for i in range(self.n_in)], None
+        else:
+            keep, kept_scores = choose_rows(d.network, self.spec, state, cfg, self.n_in,
+                                             self.expand, d.mask_id, d.eos_id, self.shift,
+                                             self.seeds)
         out = [state.canvas[r, self.left[r]:int(self.ends[r])].tolist() for r in keep]
         trace = self.trace
         if trace is not None and self.expand > 1:
