@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 	else \
 	  $(BIN)/python -m pip install -q "$(TORCH_SPEC)"; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[dev,lora,eval]"
+	$(BIN)/python -m pip install -q -e ".[dev,lora,eval,serve]"
 	@touch $(STAMP)
 
 demo: setup

@@ -1,5 +1,5 @@
 """The ``dlm`` command: train | sft | sample | infill | edit | eval | lm-eval | experiment |
-convert | merge | info.
+convert | merge | serve | info.
 
 Flags of ``train`` and ``sample`` are generated from ``TrainConfig`` and ``SampleConfig`` (one
 definition per knob). A user mistake prints one line and exits 2; no traceback.
@@ -429,6 +429,29 @@ def cmd_merge(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(ns: argparse.Namespace) -> int:
+    import os
+
+    from .models.lora import parse_adapter
+    from .serve import serve
+    from .serve.protocol import Limits
+
+    for name in ("max_concurrent", "max_queue", "max_tokens", "max_steps", "max_n", "port"):
+        if getattr(ns, name) < (0 if name == "port" else 1):
+            raise DLMError(f"--{name.replace('_', '-')} must be >= 1")
+    if ns.timeout <= 0:
+        raise DLMError("--timeout must be > 0 seconds")
+    if ns.rate_limit is not None and ns.rate_limit <= 0:
+        raise DLMError("--rate-limit must be > 0 requests per minute")
+    limits = Limits(max_tokens=ns.max_tokens, max_steps=ns.max_steps, max_n=ns.max_n,
+                    max_beam=ns.max_n, max_body=ns.max_body, timeout=ns.timeout)
+    serve(ns.checkpoint, names=ns.name, adapters=[parse_adapter(a) for a in ns.adapter or []],
+          host=ns.host, port=ns.port, api_key=ns.api_key or os.environ.get("DLM_API_KEY"),
+          max_concurrent=ns.max_concurrent, max_queue=ns.max_queue, rate_limit=ns.rate_limit,
+          limits=limits, device=ns.device, dtype=ns.dtype)
+    return 0
+
+
 def cmd_info(ns: argparse.Namespace) -> int:
     from .models.loading import checkpoint_config
 
@@ -612,6 +635,15 @@ MERGE_EXAMPLES = r"""examples:
   dlm merge runs/tiny-qa-lora runs/tiny-qa-merged          # a LoRA run -> a full checkpoint
   dlm merge runs/tiny --adapter runs/tiny-qa-lora:0.7 --adapter runs/tiny-qa-mlp:0.3 runs/tiny-mix
   dlm merge runs/tiny-qa-lora runs/tiny-qa-hf --dtype bf16 --to hf
+"""
+
+SERVE_EXAMPLES = r"""examples:
+  dlm serve runs/tiny                                   # http://127.0.0.1:8000/ : playground
+  dlm serve runs/tiny runs/tiny-ar --port 8001          # two model ids: tiny, tiny-ar
+  dlm serve runs/tiny --adapter runs/tiny-qa-lora:0.7   # ids tiny and tiny+<adapter>
+  DLM_API_KEY=sk-local dlm serve runs/tiny --host 0.0.0.0 --rate-limit 120
+  curl -s 127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
+    -d '{"model": "tiny", "prompt": "ROMEO:", "max_tokens": 32, "steps": 16}'
 """
 
 INFO_EXAMPLES = r"""examples:
@@ -852,6 +884,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", default="dlm", choices=("dlm", "hf"),
                    help="dlm: our format; hf: the published LLaDA / Dream layout")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible server with a live playground",
+                       description="Serve checkpoints over HTTP: OpenAI's /v1/completions "
+                       "(suffix: fill-in-the-middle) and /v1/chat/completions, streamed as the "
+                       "text settles or, with diffusing: true, as the whole canvas each step; "
+                       "/v1/dlm/denoise streams the step events; requests join the running "
+                       "batch between steps; the playground is at /. Every SampleConfig field "
+                       "is a request field (extra_body). Loopback only unless an API key is "
+                       "set.", epilog=SERVE_EXAMPLES, formatter_class=fmt)
+    p.add_argument("checkpoint", nargs="+", help="checkpoint directories (each a model id)")
+    p.add_argument("--adapter", action="append", metavar="PATH[:WEIGHT]",
+                   help="a LoRA adapter on the first checkpoint at this weight (default 1); "
+                   "repeatable; each combination of adapters is a model id")
+    p.add_argument("--name", action="append", metavar="N",
+                   help="model id of each checkpoint in order (default: its folder name)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; anything but loopback needs an API key")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    p.add_argument("--api-key", metavar="KEY", help="require Authorization: Bearer KEY "
+                   "(default: $DLM_API_KEY; /health and /ready stay open)")
+    p.add_argument("--max-concurrent", type=int, default=16,
+                   help="requests decoding at once (the rest wait in the queue)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests waiting; beyond it a 503 with Retry-After")
+    p.add_argument("--max-tokens", type=int, default=1024, help="cap on max_tokens")
+    p.add_argument("--max-steps", type=int, default=1024, help="cap on steps")
+    p.add_argument("--max-n", type=int, default=8, help="cap on n, best_of and beam_width")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="cap on a body in bytes")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds a request may decode (then a 504)")
+    p.add_argument("--rate-limit", type=float, metavar="PER_MINUTE",
+                   help="requests per minute per API key (per address without keys)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
+    p.add_argument("--dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="load the weights in this dtype (default: as stored)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("info", help="what a checkpoint holds",
                        description="Kind, parameter counts, tokenizer, data and training "

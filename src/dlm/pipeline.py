@@ -72,6 +72,31 @@ class EditResult:
     config: SampleConfig
 
 
+@dataclass
+class InfillRequest:
+    """The rows of an infill (BOS + template canvas), their prompt lengths, where EOS may not
+    go, and what reads the fillings back from the decoded rows."""
+
+    rows: list[list[int]]
+    prompt_lengths: list[int]
+    no_eos: list[list[bool]]
+    templates: list
+    canvases: list
+    tokenizer: Tokenizer
+
+    def fillings(self, rows: list[list[int]]):
+        """Each decoded row -> its ``Filled`` (text and per-span fillings)."""
+        return [read_fillings(p, c, row[n:], self.tokenizer) for p, c, row, n in
+                zip(self.templates, self.canvases, rows, self.prompt_lengths)]
+
+
+def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
+    """The text before the earliest occurrence of any stop string, and whether one occurred
+    (OpenAI's rule: generation ends where a stop string would begin)."""
+    at = min((i for i in (text.find(s) for s in stop or [] if s) if i >= 0), default=-1)
+    return (text[:at], True) if at >= 0 else (text, False)
+
+
 class Model:
     def __init__(self, network: Transformer, tokenizer: Tokenizer, config: dict):
         self.network, self.tokenizer, self.config = network, tokenizer, config
@@ -163,16 +188,22 @@ class Model:
         return Decoder(self.network, kind=self.spec, mask_id=self.mask_id, eos_id=self.eos_id,
                        pad_id=self.pad_id)
 
+    def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text of a conversation: the checkpoint's chat template (or dlm's default,
+        as ``dlm sft`` renders prompts), the assistant's turn opened."""
+        from .sft.data import render_prompt
+
+        return render_prompt(messages, self.config.get("chat_template"),
+                             {"bos_token": self.config.get("bos_token", ""),
+                              "eos_token": self.tokenizer.eos_token},
+                             add_generation_prompt=add_generation_prompt)
+
     def decode_generated(self, tokens: list[int], cfg: SampleConfig) -> str:
         """Generated ids -> text: cut at the first EOS, drop MASK/PAD, cut at stop strings."""
         if cfg.stop_at_eos and self.eos_id in tokens:
             tokens = tokens[: tokens.index(self.eos_id)]
         tokens = [t for t in tokens if t not in (self.mask_id, self.pad_id, self.eos_id)]
-        text = self.tokenizer.decode(tokens)
-        for s in cfg.stop or []:
-            if s and s in text:
-                text = text[: text.index(s)]
-        return text
+        return cut_at_stop(self.tokenizer.decode(tokens), cfg.stop)[0]
 
     def _bos(self) -> list[int]:
         """What goes before every text (an AR model's BOS), as ``generate`` does."""
@@ -186,9 +217,24 @@ class Model:
 
             model.infill("The cat sat on the [MASK:4].").fillings   # ["mat."]-like
         """
-        self.spec.refuse("infill")
         cfg = self.sample_config(config, **fields)
         templates = [template] if isinstance(template, str) else list(template)
+        request = self.infill_request(templates)
+        with autocast(self.device):
+            gen = denoise(self.network, request.rows, request.prompt_lengths, cfg,
+                          kind=self.spec, mask_id=self.mask_id, eos_id=self.eos_id,
+                          pad_id=self.pad_id, record_trace=trace, on_logits=on_logits,
+                          on_tokens=on_tokens, no_eos=request.no_eos)
+        filled = request.fillings(gen.canvases)
+        one = isinstance(template, str)
+        return InfillResult(filled[0].text if one else [f.text for f in filled],
+                            filled[0].fillings if one else [f.fillings for f in filled],
+                            gen.canvases, gen.trace, gen.nfe, gen.config)
+
+    def infill_request(self, templates: list[str]) -> InfillRequest:
+        """The canvases ``infill`` decodes for these templates (a front end that drives the
+        step machine itself, as the server, adds them to a ``Decoder``)."""
+        self.spec.refuse("infill")
         parsed = [parse_template(t) for t in templates]
         canvases = [build_canvas(p, self.tokenizer) for p in parsed]
         bos = self._bos()
@@ -197,18 +243,8 @@ class Model:
         for row, p, c in zip(no_eos, parsed, canvases):
             for span, (a, b) in zip(p.spans, c.span_slots):
                 row[len(bos) + a:len(bos) + b] = [span.exact] * (b - a)
-        with autocast(self.device):
-            gen = denoise(self.network, [bos + c.ids for c in canvases],
-                          [len(bos)] * len(canvases), cfg, kind=self.spec,
-                          mask_id=self.mask_id, eos_id=self.eos_id, pad_id=self.pad_id,
-                          record_trace=trace, on_logits=on_logits, on_tokens=on_tokens,
-                          no_eos=no_eos)
-        filled = [read_fillings(p, c, row[len(bos):], self.tokenizer)
-                  for p, c, row in zip(parsed, canvases, gen.canvases)]
-        one = isinstance(template, str)
-        return InfillResult(filled[0].text if one else [f.text for f in filled],
-                            filled[0].fillings if one else [f.fillings for f in filled],
-                            gen.canvases, gen.trace, gen.nfe, gen.config)
+        return InfillRequest([bos + c.ids for c in canvases], [len(bos)] * len(canvases),
+                             no_eos, parsed, canvases, self.tokenizer)
 
     def edit(self, text: str | list[str], spans: list[tuple[int, int]] | None = None,
              budget: int = 8, trace: bool = False, config: SampleConfig | None = None,

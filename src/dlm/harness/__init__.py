@@ -140,12 +140,7 @@ class DLMHarness(TemplateLM):
     def apply_chat_template(self, chat_history: list[dict[str, str]],
                             add_generation_prompt: bool = True) -> str:
         """The checkpoint's chat template (or dlm's default, as ``dlm sft`` renders prompts)."""
-        from ..sft.data import render_prompt
-
-        return render_prompt(chat_history, self.model.config.get("chat_template"),
-                             {"bos_token": self.model.config.get("bos_token", ""),
-                              "eos_token": self.model.tokenizer.eos_token},
-                             add_generation_prompt=add_generation_prompt)
+        return self.model.chat_prompt(chat_history, add_generation_prompt)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None,
                    **kwargs) -> list[int]:

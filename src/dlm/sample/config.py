@@ -29,6 +29,7 @@ to their masks; for equal blocks that is LLaDA's even split). AR ignores the dif
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import DLMError
@@ -40,6 +41,12 @@ CACHES = ("none", "prefix", "dual", "exact")
 REMASK_VARIANTS = ("cap", "rescale", "conf")
 DEFAULT_GEN_LENGTH = 128  # new tokens when gen_length is not given (mdlm: at most what fits)
 MAX_GEN_LENGTH = 1 << 16  # a longer request is refused (AR and bd3lm could slide on for hours)
+
+
+def field_named(message: str) -> str | None:
+    """The first ``SampleConfig`` field a message names (the setting an error is about)."""
+    names = {f.name for f in fields(SampleConfig)}
+    return next((w for w in re.findall(r"[a-z_]+", message) if w in names), None)
 
 
 def _f(default, help: str, **extra):
@@ -131,7 +138,7 @@ class SampleConfig:
         in the driver); the rules that need the model and the prompt are the driver's."""
 
         def bad(msg: str):
-            raise DLMError(msg)
+            raise DLMError(msg, param=field_named(msg))
 
         for f in fields(self):  # the Python API gets no argparse type checks
             value, kind = getattr(self, f.name), f.type.replace(" | None", "")

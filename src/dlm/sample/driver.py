@@ -29,6 +29,7 @@ attention with an exact KV cache (each step feeds only new tokens).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -57,14 +58,35 @@ from .strategies import (
 from .trace import Trace, TraceStep
 
 
-@torch.no_grad()
-def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str | Kind,
-             mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
-             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
-             seeds: list[int] | None = None) -> Generation:
-    """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched);
-    ``Generation.config`` is ``cfg`` with its model-dependent defaults settled. ``seeds``: one
-    per prompt, its own random stream (``Decoder.add``)."""
+@dataclass
+class GenerationRequest:
+    """What ``generate`` hands the step machine for some prompts: the canvases (BOS + prompt +
+    MASKs, rounded to whole blocks), their prompt lengths, where EOS may not go, the block
+    alignment and the settings with ``gen_length`` settled. ``cut`` turns the request's
+    ``Generation`` into ``generate``'s (canvases cut to ``gen_length``, ``tokens`` the new
+    part)."""
+
+    canvases: list[list[int]]
+    prompt_lengths: list[int]
+    no_eos: list[list[bool]]
+    align: int
+    cfg: SampleConfig
+
+    def add_to(self, decoder: Decoder, **options) -> int:
+        """``decoder.add`` of these rows (options: seeds, hooks, record_trace, ...)."""
+        return decoder.add(self.canvases, self.prompt_lengths, self.cfg, no_eos=self.no_eos,
+                           align=self.align, **options)
+
+    def cut(self, gen: Generation) -> Generation:
+        keep = self.cfg.gen_length
+        gen.canvases = [c[:n + keep] for c, n in zip(gen.canvases, self.prompt_lengths)]
+        gen.tokens = [c[n:] for c, n in zip(gen.canvases, self.prompt_lengths)]
+        return gen
+
+
+def generation_request(network, prompts: list[list[int]], cfg: SampleConfig, *,
+                       kind: str | Kind, mask_id: int, eos_id: int) -> GenerationRequest:
+    """The rows that continue each prompt by ``cfg.gen_length`` tokens (see ``generate``)."""
     spec = kinds.get(kind)
     cfg.validate()
     if not prompts:
@@ -80,16 +102,28 @@ def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str 
     # prompt's last block is completed by the first new tokens and the canvas is rounded up
     # to whole blocks (LLaDA2's generate()), the text then cut to gen_length
     new = [cfg.gen_length + -(len(p) + cfg.gen_length) % align for p in prompts]
-    canvases = [[*p, *([mask_id] * n)] for p, n in zip(prompts, new)]
-    no_eos = [[False] * len(p) + [j < cfg.min_length for j in range(n)]
-              for p, n in zip(prompts, new)]
-    gen = denoise(network, canvases, [len(p) for p in prompts], cfg, kind=spec,
-                  mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, record_trace=record_trace,
-                  on_logits=on_logits, on_tokens=on_tokens, no_eos=no_eos, align=align,
-                  seeds=seeds)
-    gen.canvases = [c[:len(p) + cfg.gen_length] for c, p in zip(gen.canvases, prompts)]
-    gen.tokens = [c[len(p):] for c, p in zip(gen.canvases, prompts)]
-    return gen
+    return GenerationRequest([[*p, *([mask_id] * n)] for p, n in zip(prompts, new)],
+                             [len(p) for p in prompts],
+                             [[False] * len(p) + [j < cfg.min_length for j in range(n)]
+                              for p, n in zip(prompts, new)], align, cfg)
+
+
+@torch.no_grad()
+def generate(network, prompts: list[list[int]], cfg: SampleConfig, *, kind: str | Kind,
+             mask_id: int, eos_id: int, pad_id: int, record_trace: bool = True,
+             on_logits: LogitsHook | None = None, on_tokens: TokensHook | None = None,
+             seeds: list[int] | None = None) -> Generation:
+    """Continue each prompt by ``cfg.gen_length`` tokens (one canvas per prompt, batched);
+    ``Generation.config`` is ``cfg`` with its model-dependent defaults settled. ``seeds``: one
+    per prompt, its own random stream (``Decoder.add``)."""
+    request = generation_request(network, prompts, cfg, kind=kind, mask_id=mask_id,
+                                 eos_id=eos_id)
+    decoder = Decoder(network, kind=kind, mask_id=mask_id, eos_id=eos_id, pad_id=pad_id)
+    rid = request.add_to(decoder, seeds=seeds, record_trace=record_trace,
+                         on_logits=on_logits, on_tokens=on_tokens)
+    while not decoder.done:
+        decoder.step(events=False)
+    return request.cut(decoder.result(rid))
 
 
 def default_gen_length(max_len: int, prompt_len: int, kind: str | Kind, cfg: SampleConfig,
@@ -164,19 +198,22 @@ class Decoder:
         self.mask_id, self.eos_id, self.pad_id = mask_id, eos_id, pad_id
         self.requests: dict[int, _Request] = {}
         self.forwards = 0  # network calls made by ``step``
+        self._ids = 0
 
     @torch.no_grad()
     def add(self, canvases: list[list[int]], prompt_lengths: list[int], cfg: SampleConfig, *,
             no_eos: list[list[bool]] | None = None, align: int | None = None,
             seeds: list[int] | None = None,
             record_trace: bool = True, on_logits: LogitsHook | None = None,
-            on_tokens: TokensHook | None = None) -> int:
+            on_tokens: TokensHook | None = None, top_logprobs: int = 0) -> int:
         """A request of rows to decode from the next step on (see ``denoise``). ``seeds``: one
         per canvas, its row's own random stream (the same tokens alone, in any batch, whenever
-        it joins); by default row r's stream is ``row_seed(cfg.seed, r)``. Returns its id."""
-        rid = len(self.requests)
+        it joins); by default row r's stream is ``row_seed(cfg.seed, r)``. ``top_logprobs``:
+        each event also lists the k most likely tokens at each committed position. Returns
+        its id."""
+        rid, self._ids = self._ids, self._ids + 1
         self.requests[rid] = _Request(self, rid, canvases, prompt_lengths, cfg, no_eos, align,
-                                      seeds, record_trace, on_logits, on_tokens)
+                                      seeds, record_trace, on_logits, on_tokens, top_logprobs)
         return rid
 
     @property
@@ -213,6 +250,13 @@ class Decoder:
             raise DLMError(f"request {request} is still decoding")
         return r.generation
 
+    def release(self, request: int) -> Generation:
+        """``result``, and the request is forgotten (a long-lived decoder, as a server's, keeps
+        only the requests still decoding)."""
+        out = self.result(request)
+        del self.requests[request]
+        return out
+
 
 def _shared_forward(network, requests: list[_Request]) -> list[Tensor]:
     """Block logits of several cache-free requests from one network call: every request's full
@@ -242,7 +286,7 @@ class _Request:
     of them); what used to be the body of ``denoise``."""
 
     def __init__(self, decoder: Decoder, rid: int, canvases, prompt_lengths, cfg, no_eos, align,
-                 seeds, record_trace, on_logits, on_tokens):
+                 seeds, record_trace, on_logits, on_tokens, top_logprobs=0):
         if not canvases:
             raise DLMError("nothing to decode")
         network, spec, mask_id = decoder.network, decoder.kind, decoder.mask_id
@@ -316,6 +360,13 @@ class _Request:
         self.first, self.left, self.n_in, self.expand = first, left, n_in, expand
         self.banned_eos, self.shift = banned_eos, shift
         self.on_logits, self.on_tokens = on_logits, on_tokens
+        if not 0 <= top_logprobs <= 20:
+            raise DLMError(f"top_logprobs must be in 0..20 (got {top_logprobs})",
+                           param="logprobs")
+        self.top_logprobs = top_logprobs
+        # tokens a row has committed may change later only through ReMDM (inside the block
+        # being decoded) or by beam / best-of-N choosing another row at the end
+        self.revises = cfg.remask_eta > 0
         self.b, self.open, self.done, self.generation = -1, False, False, None
         self._next()
 
@@ -377,11 +428,36 @@ class _Request:
         self._next()
         if not events:
             return []
-        left = (state.canvas == d.mask_id).sum(1).tolist()
+        masked = state.canvas == d.mask_id
+        left = masked.sum(1).tolist()
+        lps, top = _commit_logprobs(step, self.top_logprobs)
+        settled = self._settled(masked)
         return [RowEvent(self.rid, r, record.step, record.block, record.positions[r],
                          record.tokens[r], record.confidences[r],
-                         record.remasked[r] if record.remasked else [], left[r], self.done)
+                         record.remasked[r] if record.remasked else [], left[r], self.done,
+                         lps[r], top[r] if top else [], settled[r])
                 for r in range(len(left))]
+
+    def plan_steps(self) -> list[int] | None:
+        """Steps each row will take in all (None when the count depends on the scores:
+        threshold, factor)."""
+        return None if self.cfg.dynamic else self.plan.sum(1).tolist()
+
+    def _settled(self, masked: Tensor) -> list[int]:
+        """Per row, in its own coordinates: the length of its prefix that can no longer
+        change (0 for beam search and best-of-N until they end: another row may win)."""
+        state = self.state
+        S = masked.shape[1]
+        lengths = (self.ends - state.offset).tolist()
+        if self.done:
+            return lengths
+        if self.expand > 1:
+            return [0] * len(lengths)
+        slot = torch.arange(S, device=masked.device)[None, :]
+        first = torch.where(masked & state.valid, slot, S).min(1).values  # first MASK
+        if self.revises:
+            first = first.clamp(max=state.start)
+        return (first - state.offset).clamp(min=0).tolist()
 
     def _reorder(self, index: Tensor) -> None:
         self.forward.reorder(index)
@@ -689,14 +765,37 @@ def _apply(state: DecodeState, step: Step, mask_id: int, eos_id: int | None) -> 
                                                  state.confidence[:, start:end])
 
 
+def _per_row(where: Tensor, values: Tensor) -> list[list]:
+    """values[where] split into one list per row."""
+    return [v.tolist() for v in torch.split(values[where], where.sum(1).tolist())]
+
+
+def _commit_logprobs(step: Step, k: int) -> tuple[list[list[float]], list | None]:
+    """Per row, per committed position: the log-probability of its token under the (top-k /
+    top-p filtered) distribution it was drawn from, and, for ``k`` > 0, that distribution's k
+    most likely (token, log-probability) pairs."""
+    lp = torch.log_softmax(step.candidates[step.commit].float(), -1)  # [n, V]
+    own = lp.gather(-1, step.x0[step.commit][:, None]).squeeze(-1).tolist()
+    counts = step.commit.sum(1).tolist()
+    if k:
+        values, ids = lp.topk(min(k, lp.shape[-1]), -1)
+        pairs = [[(int(t), round(float(v), 6)) for t, v in zip(ti, vi)]
+                 for ti, vi in zip(ids.tolist(), values.tolist())]
+    lps, top, at = [], [], 0
+    for n in counts:
+        lps.append([round(x, 6) for x in own[at:at + n]])
+        if k:
+            top.append(pairs[at:at + n])
+        at += n
+    return lps, top if k else None
+
+
 def _trace_step(state: DecodeState, step: Step, pad_offset: Tensor) -> TraceStep:
     """This step's commits and re-masks per row, in row coordinates (tensor ops, then one
     split into per-row lists)."""
     pos = torch.arange(state.start, state.end, device=pad_offset.device)[None, :] \
         - pad_offset[:, None]  # [R, L] block slot -> row position
-
-    def per_row(where: Tensor, values: Tensor) -> list[list]:
-        return [v.tolist() for v in torch.split(values[where], where.sum(1).tolist())]
+    per_row = _per_row
 
     confs = [[round(c, 6) for c in r] for r in per_row(step.commit, step.score.float())]
     remasked = per_row(step.remask, pos) if step.remask.any() else []

@@ -4,7 +4,7 @@ share (docs/architecture.md, "The step machine")."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -64,8 +64,11 @@ TokensHook = Callable[[int, DecodeState], None]
 @dataclass
 class RowEvent:
     """What one step did to one row, in that row's own coordinates (its canvas starts at 0):
-    the positions committed with their tokens and scores, the positions re-masked, the masks
-    left, the block, and whether the row is done (no more steps will come)."""
+    the positions committed with their tokens, scores and log-probabilities (under the
+    distribution each was drawn from; ``top``: the k most likely tokens there, when asked), the
+    positions re-masked, the masks left, the block, whether the row is done (no more steps
+    will come), and ``settled``: the length of the row's prefix that can no longer change
+    (what a stream may send as final text)."""
 
     request: int  # the ``Decoder.add`` call it belongs to
     row: int  # its index in that request (input r, copy j: r * copies + j)
@@ -77,3 +80,6 @@ class RowEvent:
     remasked: list[int]
     masks_left: int
     done: bool = False
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+    settled: int = 0
