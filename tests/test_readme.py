@@ -8,7 +8,10 @@ lines make. What is changed, and nothing else (README.md, "Examples are tested",
 * ``~`` is the scratch folder, whose ``models/`` holds tiny random LLaDA / Dream / LLaDA-MoE /
   LLaDA2 checkpoints (published names, shapes and config keys) under the published names;
 * a line that says ``--device cuda`` (needs a GPU) or names ``hf:`` (needs the network) is not
-  run, nor ``make`` (the suite itself).
+  run, nor ``make`` (the suite itself);
+* ``dlm serve`` starts in the background on a free port (the one server of the module: a later
+  ``dlm serve`` line replaces it) and ``127.0.0.1:8000`` in the lines after it means that port;
+  ``curl`` lines run in bash and must print JSON or events without an error.
 
 A line is split into arguments by bash itself (quotes, ``$'…'``, ``\\`` continuations,
 comments), then ``dlm`` runs in this process (``dlm.cli.main``) and ``torchrun`` /
@@ -194,7 +197,8 @@ def scratch(tmp_path_factory):
         config, weights = (LLADA_CONFIG, llada_weights) if family == "llada" else \
             (DREAM_CONFIG, dream_weights)
         write_checkpoint(work / "models" / name, config, weights())
-    return work
+    yield work
+    stop_server()  # the examples' server, if one is still up
 
 
 def test_the_cases_cover_the_readme_and_every_help():
@@ -208,13 +212,72 @@ def test_the_cases_cover_the_readme_and_every_help():
     assert len(readme) >= 40 and sum(skip_reason(c) is None for c in readme) >= 30
 
 
+SERVER: dict = {}  # the running ``dlm serve`` of the examples: its process and port
+
+
+def stop_server() -> None:
+    proc = SERVER.pop("proc", None)
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    SERVER.pop("port", None)
+
+
+def start_server(args: list[str], source: str, scratch: Path) -> None:
+    """``dlm serve ...`` in the background on a free port, ready before the next line."""
+    import socket
+    import time
+
+    import httpx
+
+    stop_server()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HOME": str(scratch), "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "dlm", *args[1:], "--port", str(port)],
+                            cwd=scratch, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    SERVER.update(proc=proc, port=port)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            err = proc.stderr.read() if proc.poll() is not None else "not ready in 120 s"
+            stop_server()
+            raise AssertionError(f"{source}: {' '.join(args)} did not serve:\n{err[-3000:]}")
+        time.sleep(0.1)
+
+
+def on_server(text: str) -> str:
+    """A line or block that talks to the README's server: the port it really has."""
+    port = SERVER.get("port")
+    return text if port is None else text.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+
+
 def run_case(kind: str, source: str, text: str, scratch: Path) -> None:
     """Run one example in ``scratch`` (the cwd and ~); AssertionError if it fails."""
+    text = on_server(text)
     if kind == "python":
         code = re.sub(r"max_steps=\d+", "max_steps=3, eval_tokens=1024, progress=False", text)
         exec(compile(code, source, "exec"), {"__name__": "__readme__"})
         return
     args = with_budget(split_args(text, scratch))
+    if args[:2] == ["dlm", "serve"]:
+        return start_server(args, source, scratch)
+    if args[0] == "curl":
+        done = subprocess.run(["bash", "-c", text], cwd=scratch, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip(), f"{source}: {text}\n{done.stderr}"
+        assert '"error"' not in done.stdout, f"{source}: {text}\n{done.stdout[-2000:]}"
+        return
     if args[0] == "dlm":
         from dlm.cli import main
 

@@ -638,12 +638,12 @@ MERGE_EXAMPLES = r"""examples:
 """
 
 SERVE_EXAMPLES = r"""examples:
-  dlm serve runs/tiny                                   # http://127.0.0.1:8000/ : playground
-  dlm serve runs/tiny runs/tiny-ar --port 8001          # two model ids: tiny, tiny-ar
-  dlm serve runs/tiny --adapter runs/tiny-qa-lora:0.7   # ids tiny and tiny+<adapter>
-  DLM_API_KEY=sk-local dlm serve runs/tiny --host 0.0.0.0 --rate-limit 120
+  dlm serve runs/tiny                              # http://127.0.0.1:8000/ is the playground
+  dlm serve runs/tiny runs/tiny-ar --max-concurrent 32   # two model ids: tiny and tiny-ar
   curl -s 127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
     -d '{"model": "tiny", "prompt": "ROMEO:", "max_tokens": 32, "steps": 16}'
+a LoRA adapter: dlm serve runs/tiny --adapter runs/tiny-qa-lora:0.7 (ids tiny, tiny+<adapter>)
+beyond this machine: dlm serve runs/tiny --host 0.0.0.0 --api-key KEY (or $DLM_API_KEY)
 """
 
 INFO_EXAMPLES = r"""examples:

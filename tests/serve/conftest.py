@@ -19,8 +19,8 @@ from tests.conftest import tiny_net  # noqa: E402
 
 def write_checkpoint(path: Path, kind: str = "mdlm", seed: int = 3, **kw) -> Path:
     tok = byte_tokenizer()
-    net = tiny_net(vocab_size=tok.vocab_size, seed=seed, max_seq_len=96, d_model=16,
-                   n_layers=1, n_heads=2, **kw)
+    net = tiny_net(vocab_size=tok.vocab_size, seed=seed, **{
+        "max_seq_len": 96, "d_model": 16, "n_layers": 1, "n_heads": 2, **kw})
     config = {"kind": kind, "objective": {"schedule": "linear"}}
     if kind == "bd3lm":
         config["objective"]["block_size"] = 8

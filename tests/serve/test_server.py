@@ -380,3 +380,33 @@ def test_cli_refuses_a_public_bind_without_a_key_in_one_line(capsys, checkpoints
     assert len(err) == 1 and "--api-key" in err[0]
     assert main(["serve", "no/such/dir"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_each_adapter_combination_is_a_model_id_that_decodes_with_those_weights(tmp_path):
+    pytest.importorskip("peft")
+    import dlm
+    from tests.models.test_lora import random_pairs, write_adapter
+    from tests.serve.conftest import write_checkpoint
+
+    base = write_checkpoint(tmp_path / "base", d_model=32, n_heads=4)
+    net = dlm.load(base, device="cpu").network
+    write_adapter(tmp_path / "style", random_pairs(net, ["blocks.0.attn.q_proj"], 2, 1), r=2,
+                  alpha=4)
+    write_adapter(tmp_path / "facts", random_pairs(net, ["blocks.0.mlp.down_proj"], 2, 2),
+                  r=2, alpha=4)
+    served = model_ids([str(base)], ["m"], [(str(tmp_path / "style"), 0.5),
+                                            (str(tmp_path / "facts"), 1.0)], device="cpu")
+    assert list(served) == ["m", "m+style", "m+facts", "m+style+facts"]
+    with running(create_app(served)) as url:
+        wait_ready(url)
+        c = client(url)
+        got = {sid: c.completions.create(model=sid, prompt="ROMEO:", max_tokens=16,
+                                         temperature=0, extra_body={"steps": 8}).choices[0].text
+               for sid in served}
+    for sid, weights in (("m", None), ("m+style", {"style": 0.5}),
+                         ("m+facts", {"facts": 1.0}),
+                         ("m+style+facts", {"style": 0.5, "facts": 1.0})):
+        model = dlm.load(base, device="cpu", adapters=[(tmp_path / a, w) for a, w in
+                                                       (weights or {}).items()])
+        assert got[sid] == model.generate("ROMEO:", gen_length=16, steps=8).text, sid
+    assert len(set(got.values())) == 4  # each combination decodes differently

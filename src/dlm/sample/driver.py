@@ -205,12 +205,12 @@ class Decoder:
             no_eos: list[list[bool]] | None = None, align: int | None = None,
             seeds: list[int] | None = None,
             record_trace: bool = True, on_logits: LogitsHook | None = None,
-            on_tokens: TokensHook | None = None, top_logprobs: int = 0) -> int:
+            on_tokens: TokensHook | None = None, top_logprobs: int | None = None) -> int:
         """A request of rows to decode from the next step on (see ``denoise``). ``seeds``: one
         per canvas, its row's own random stream (the same tokens alone, in any batch, whenever
         it joins); by default row r's stream is ``row_seed(cfg.seed, r)``. ``top_logprobs``:
-        each event also lists the k most likely tokens at each committed position. Returns
-        its id."""
+        events carry each committed token's log-probability (0), and the k most likely tokens
+        there (k > 0); None: neither (they cost a softmax per step). Returns its id."""
         rid, self._ids = self._ids, self._ids + 1
         self.requests[rid] = _Request(self, rid, canvases, prompt_lengths, cfg, no_eos, align,
                                       seeds, record_trace, on_logits, on_tokens, top_logprobs)
@@ -286,7 +286,7 @@ class _Request:
     of them); what used to be the body of ``denoise``."""
 
     def __init__(self, decoder: Decoder, rid: int, canvases, prompt_lengths, cfg, no_eos, align,
-                 seeds, record_trace, on_logits, on_tokens, top_logprobs=0):
+                 seeds, record_trace, on_logits, on_tokens, top_logprobs=None):
         if not canvases:
             raise DLMError("nothing to decode")
         network, spec, mask_id = decoder.network, decoder.kind, decoder.mask_id
@@ -360,7 +360,7 @@ class _Request:
         self.first, self.left, self.n_in, self.expand = first, left, n_in, expand
         self.banned_eos, self.shift = banned_eos, shift
         self.on_logits, self.on_tokens = on_logits, on_tokens
-        if not 0 <= top_logprobs <= 20:
+        if top_logprobs is not None and not 0 <= top_logprobs <= 20:
             raise DLMError(f"top_logprobs must be in 0..20 (got {top_logprobs})",
                            param="logprobs")
         self.top_logprobs = top_logprobs
@@ -430,12 +430,13 @@ class _Request:
             return []
         masked = state.canvas == d.mask_id
         left = masked.sum(1).tolist()
-        lps, top = _commit_logprobs(step, self.top_logprobs)
+        lps, top = _commit_logprobs(step, self.top_logprobs) \
+            if self.top_logprobs is not None else (None, None)
         settled = self._settled(masked)
         return [RowEvent(self.rid, r, record.step, record.block, record.positions[r],
                          record.tokens[r], record.confidences[r],
                          record.remasked[r] if record.remasked else [], left[r], self.done,
-                         lps[r], top[r] if top else [], settled[r])
+                         lps[r] if lps else [], top[r] if top else [], settled[r])
                 for r in range(len(left))]
 
     def plan_steps(self) -> list[int] | None:
@@ -449,10 +450,10 @@ class _Request:
         state = self.state
         S = masked.shape[1]
         lengths = (self.ends - state.offset).tolist()
+        if self.expand > 1:  # the answer is the row chosen at the end, not any row now
+            return [0] * len(lengths)
         if self.done:
             return lengths
-        if self.expand > 1:
-            return [0] * len(lengths)
         slot = torch.arange(S, device=masked.device)[None, :]
         first = torch.where(masked & state.valid, slot, S).min(1).values  # first MASK
         if self.revises:

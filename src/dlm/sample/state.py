@@ -64,8 +64,9 @@ TokensHook = Callable[[int, DecodeState], None]
 @dataclass
 class RowEvent:
     """What one step did to one row, in that row's own coordinates (its canvas starts at 0):
-    the positions committed with their tokens, scores and log-probabilities (under the
-    distribution each was drawn from; ``top``: the k most likely tokens there, when asked), the
+    the positions committed with their tokens, scores and, when ``Decoder.add(top_logprobs=)``
+    asks, log-probabilities (under the distribution each was drawn from; ``top``: its k most
+    likely tokens), the
     positions re-masked, the masks left, the block, whether the row is done (no more steps
     will come), and ``settled``: the length of the row's prefix that can no longer change
     (what a stream may send as final text)."""

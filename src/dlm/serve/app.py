@@ -306,7 +306,7 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
                 ask.suffix = body["suffix"]
             lp = body.get("logprobs")
             if lp is not None and lp is not False:
-                if not isinstance(lp, int) or not 0 <= lp <= 5:
+                if not isinstance(lp, int) or isinstance(lp, bool) or not 0 <= lp <= 5:
                     raise APIError(400, "logprobs must be an integer in 0..5", "logprobs")
                 ask.logprobs = int(lp)
         return s, ask
@@ -392,7 +392,7 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
     async def denoise(request: Request):
         body = await body_of(request)
         body.setdefault("stream", True)
-        s, ask = prepare(body, DENOISE, chat=False)
+        s, ask = prepare(body, DENOISE, chat="messages" in body)
         ask.record_trace = body.get("record_trace", True) is not False
         run = Run(s, ask, asyncio.get_running_loop(), limits.timeout, stop_early=False)
         run.plan = await start(run, request)
@@ -599,7 +599,7 @@ async def _denoise_events(run: Run, ping: float):
         out = []
         for t in ids:
             if t not in texts:
-                texts[t] = tok.decode([t])
+                texts[t] = tok.token_text(t)
             out.append(texts[t])
         return out
 

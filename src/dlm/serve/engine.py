@@ -70,7 +70,7 @@ class Job:
     no_eos: list[list[bool]] | None = None
     align: int | None = None
     seeds: list[int] | None = None
-    top_logprobs: int = 0
+    top_logprobs: int | None = None
     record_trace: bool = False
     timeout: float | None = None
     loop: asyncio.AbstractEventLoop | None = None

@@ -59,7 +59,7 @@ COMMON = {"model", "n", "stream", "stream_options", "stop", "seed", "temperature
 COMPLETION = COMMON | {"prompt", "suffix", "echo", "logprobs", "best_of"}
 CHAT = COMMON | {"messages", "max_completion_tokens", "logprobs", "top_logprobs",
                  "response_format", "tools", "tool_choice", "parallel_tool_calls"}
-DENOISE = COMMON | {"prompt", "template", "suffix", "record_trace"}
+DENOISE = COMMON | {"prompt", "template", "suffix", "record_trace", "messages"}
 
 
 def from_dlm(e: DLMError) -> APIError:
@@ -132,8 +132,7 @@ def read_common(body: dict, allowed: set[str], limits: Limits) -> tuple[Ask, dic
             raise bad(f"n must be in 1..{limits.max_n} (got {ask.n})", "n")
     for name in ("stream", "diffusing", "echo", "record_trace"):
         if body.get(name) is not None:
-            setattr(ask, name if name != "record_trace" else name, _type(body[name], "bool",
-                                                                         name))
+            setattr(ask, name, _type(body[name], "bool", name))
     if body.get("stream_options") is not None:
         opts = _type(body["stream_options"], "dict", "stream_options")
         if not ask.stream:

@@ -58,7 +58,7 @@ class Run:
         self.cfg = cfg
         self.job = Job(served, rows, plens, cfg, no_eos, align,
                        [row_seed(ask.seed, i) for i in range(len(rows))],
-                       top_logprobs=ask.logprobs or 0, record_trace=ask.record_trace,
+                       top_logprobs=ask.logprobs, record_trace=ask.record_trace,
                        timeout=timeout, loop=loop)
         drop = {model.mask_id, model.pad_id}
         self.rows = [Canvas(row, lo, hi, model.mask_id)
