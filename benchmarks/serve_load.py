@@ -107,6 +107,30 @@ async def level(base: str, concurrency: int, requests: int, body: dict, max_seco
             "mean_last": statistics.mean(r["last"] for r in ok) if ok else float("nan")}
 
 
+def forward_ceiling(ckpt: str, levels: list[int], width: int) -> dict[int, float]:
+    """Rows per second of the bare network at each batch size over batch 1: what batching
+    can buy at most on this machine (the server shares one forward per step)."""
+    import torch
+
+    import dlm
+
+    net = dlm.load(ckpt, device="cpu").network
+    x1 = torch.randint(0, 200, (1, width))
+
+    def seconds(b: int, n: int = 30) -> float:
+        x = x1.repeat(b, 1)
+        with torch.no_grad():
+            for _ in range(3):
+                net(x, attn=net.default_attention)
+            t = time.perf_counter()
+            for _ in range(n):
+                net(x, attn=net.default_attention)
+        return (time.perf_counter() - t) / n
+
+    one = seconds(1)
+    return {b: b * one / seconds(b) for b in levels}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,14 +180,12 @@ def main() -> int:
               f"{'first p99':>10} {'last p50':>9} {'last p99':>9}")
         one_at_a_time = None
         for c in args.levels:
-            r = level_result = asyncio.run(level(base, c, args.requests, body,
-                                                 args.max_seconds))
+            r = asyncio.run(level(base, c, args.requests, body, args.max_seconds))
             one_at_a_time = one_at_a_time or (r["tokens_per_s"] if c == 1 else None)
             ratio = r["tokens_per_s"] / one_at_a_time if one_at_a_time else float("nan")
             print(f"{c:>5} {r['requests']:>5} {r['errors']:>4} {r['tokens_per_s']:>8.1f} "
                   f"{ratio:>6.2f} {r['first_p50']:>9.2f}s {r['first_p99']:>9.2f}s "
                   f"{r['last_p50']:>8.2f}s {r['last_p99']:>8.2f}s", flush=True)
-            del level_result
         if args.soak:
             r = asyncio.run(level(base, args.soak, args.soak, body, args.max_seconds * 4))
             print(f"soak: {args.soak} concurrent streams, {r['requests']} ended, "
@@ -171,13 +193,16 @@ def main() -> int:
                   f"{r['last_p99']:.1f}s")
         rss1 = rss_mb(server.pid)
         print(f"server RSS before {rss0:.0f} MB, after {rss1:.0f} MB")
-        return 0
     finally:
         server.terminate()
         try:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+    ceiling = forward_ceiling(ckpt, args.levels, args.max_tokens + 8)
+    print("the bare forward's rows/s over batch 1 (the most batching can give): " +
+          ", ".join(f"{b}: {r:.2f}x" for b, r in ceiling.items()))
+    return 0
 
 
 if __name__ == "__main__":
