@@ -33,7 +33,10 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve-ckpts")
     return {"tiny": write_checkpoint(root / "tiny"),
             "tiny-ar": write_checkpoint(root / "tiny-ar", "ar", seed=4),
-            "tiny-bd3lm": write_checkpoint(root / "tiny-bd3lm", "bd3lm", seed=5)}
+            "tiny-bd3lm": write_checkpoint(root / "tiny-bd3lm", "bd3lm", seed=5),
+            # slow enough per step that a test can hang up mid-decode
+            "slow": write_checkpoint(root / "slow", d_model=192, n_layers=4, n_heads=4,
+                                     max_seq_len=512)}
 
 
 def free_port() -> int:

@@ -19,20 +19,20 @@ from dlm.serve.protocol import Limits  # noqa: E402
 from tests.serve.conftest import running, wait_ready  # noqa: E402
 
 ROUTES = ["/v1/completions", "/v1/chat/completions", "/v1/dlm/denoise", "/tokenize",
-          "/detokenize"]
+          "/detokenize", "/v1/dlm/trace.html"]
 FIELDS = ["model", "prompt", "messages", "suffix", "max_tokens", "max_completion_tokens",
           "temperature", "top_p", "top_k", "n", "stop", "seed", "stream", "stream_options",
           "echo", "logprobs", "top_logprobs", "best_of", "steps", "block_length", "remasking",
           "threshold", "factor", "cache", "cfg_scale", "remask_eta", "beam_width",
           "num_samples", "gen_length", "template", "diffusing", "mask_placeholder", "tokens",
           "transfer", "alg_temp", "min_length", "stop_at_eos", "confidence", "eps",
-          "remask_t_on", "remask_t_off", "rank_t_samples", "no_such_field"]
+          "remask_t_on", "remask_t_off", "rank_t_samples", "trace", "no_such_field"]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.integers(-3, 40),
     st.floats(allow_nan=True, allow_infinity=True), st.floats(0, 2),
     st.text(max_size=40), st.sampled_from(["tiny", "low_confidence", "dual", "exact",
                                            "[MASK:3]", "a [MASK:<=4] b", "[MASK:0]", "\\[",
-                                           "user", "\ud7ff\U0001f600"]))
+                                           "user", "\ud7ff\U0001f600", "\ud800"]))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=8)
@@ -52,7 +52,11 @@ BASES = {"/v1/completions": {"model": "tiny", "prompt": "hi", "max_tokens": 8},
                                   "messages": [{"role": "user", "content": "hi"}]},
          "/v1/dlm/denoise": {"model": "tiny", "prompt": "hi", "max_tokens": 8},
          "/tokenize": {"model": "tiny", "prompt": "hi"},
-         "/detokenize": {"model": "tiny", "tokens": [104, 105]}}
+         "/detokenize": {"model": "tiny", "tokens": [104, 105]},
+         "/v1/dlm/trace.html": {"model": "tiny", "trace": {
+             "kind": "mdlm", "mask_id": 256, "initial": [[65, 256]], "prompt_lengths": [1],
+             "steps": [{"step": 0, "block": 0, "positions": [[1]], "tokens": [[66]],
+                        "confidences": [[0.5]]}]}}}
 
 
 @st.composite

@@ -20,7 +20,7 @@ from dlm.serve.app import create_app  # noqa: E402
 from dlm.serve.protocol import Limits  # noqa: E402
 from tests.serve.conftest import running, wait_ready  # noqa: E402
 
-MODELS = ["tiny", "tiny-ar", "tiny-bd3lm"]
+MODELS = ["tiny", "tiny-ar", "tiny-bd3lm", "slow"]
 GREEDY = dict(temperature=0, max_tokens=24)
 
 
@@ -46,7 +46,7 @@ def test_health_ready_models_and_model_cards(server):
     assert card.model_extra["dlm"]["block_size"] == 8
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MODELS[:3])
 def test_completion_matches_model_generate_and_the_stream_matches_it(server, checkpoints,
                                                                      model):
     c = client(server)
@@ -335,13 +335,13 @@ def test_ready_is_503_until_the_models_are_loaded(checkpoints):
 
 
 def test_a_client_that_disconnects_is_cancelled_at_the_next_step(checkpoints):
-    app = create_app(load=lambda: model_ids([str(checkpoints["tiny"])], ["tiny"],
+    app = create_app(load=lambda: model_ids([str(checkpoints["slow"])], ["slow"],
                                             device="cpu"))
     engine = app.state.engine
     with running(app) as base:
         wait_ready(base)
-        body = {"model": "tiny", "prompt": "x", "max_tokens": 80, "steps": 80, "stream": True,
-                "diffusing": True, "cfg_scale": 1.0}
+        body = {"model": "slow", "prompt": "x", "max_tokens": 400, "steps": 400,
+                "stream": True, "diffusing": True}
         with httpx.stream("POST", base + "/v1/completions", json=body, timeout=30) as r:
             lines = r.iter_lines()
             next(line for line in lines if line.startswith("data: "))
@@ -350,7 +350,7 @@ def test_a_client_that_disconnects_is_cancelled_at_the_next_step(checkpoints):
         while engine.running and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not engine.running and not any(d.requests for d in engine.decoders.values())
-        assert engine.metrics.steps._value.get() < 80  # stopped well before its 80 steps
+        assert engine.metrics.steps._value.get() < 400  # stopped well before its 400 steps
 
 
 def test_requests_join_the_running_batch_between_steps(checkpoints):
@@ -410,3 +410,95 @@ def test_each_adapter_combination_is_a_model_id_that_decodes_with_those_weights(
                                                        (weights or {}).items()])
         assert got[sid] == model.generate("ROMEO:", gen_length=16, steps=8).text, sid
     assert len(set(got.values())) == 4  # each combination decodes differently
+
+
+def test_clients_that_leave_a_non_streaming_request_or_the_queue_are_cancelled(checkpoints):
+    app = create_app(load=lambda: model_ids([str(checkpoints["slow"])], ["slow"],
+                                            device="cpu"), max_concurrent=1, max_queue=2)
+    engine = app.state.engine
+    body = {"model": "slow", "prompt": "x", "max_tokens": 400, "steps": 400}
+    with running(app) as base:
+        wait_ready(base)
+
+        async def leave():
+            async with httpx.AsyncClient(base_url=base) as http:
+                tasks = [asyncio.create_task(http.post("/v1/completions", json=body))
+                         for _ in range(3)]  # one decodes, two wait in the queue
+                await asyncio.sleep(0.5)
+                for t in tasks:
+                    t.cancel()  # the clients hang up
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run(leave())
+        deadline = time.monotonic() + 10
+        while (engine.running or engine.queue) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not engine.running and not engine.queue
+        assert engine.metrics.steps._value.get() < 400  # the one decoding stopped early
+        # the queue has room again: a live request is served, not refused
+        ok = httpx.post(base + "/v1/completions", json={"model": "slow", "prompt": "y",
+                                                        "max_tokens": 4}, timeout=30)
+        assert ok.status_code == 200
+
+
+def test_the_checkpoints_sampler_defaults_apply(tmp_path):
+    import dlm
+    from tests.serve.conftest import write_checkpoint
+
+    path = write_checkpoint(tmp_path / "g")
+    model = dlm.load(path, device="cpu")
+    model.config["generation"] = {"steps": 4, "gen_length": 16, "block_length": 8}
+    model.save(path)
+    with running(create_app(model_ids([str(path)], ["g"], device="cpu"))) as url:
+        wait_ready(url)
+        out = client(url).completions.create(model="g", prompt="ROMEO:")
+    want = dlm.load(path, device="cpu").generate("ROMEO:")
+    assert out.choices[0].text == want.text
+    assert out.usage.model_extra["dlm"]["steps"] == 4 and want.config.gen_length == 16
+
+
+def test_without_stop_at_eos_the_eos_is_dropped_and_the_stream_agrees(tmp_path):
+    import torch
+
+    import dlm
+    from tests.serve.conftest import write_checkpoint
+
+    path = write_checkpoint(tmp_path / "eosy")
+    model = dlm.load(path, device="cpu")
+    with torch.no_grad():  # a model that writes EOS often
+        model.network.lm_head.weight[model.eos_id] *= 6
+    model.save(path)
+    model = dlm.load(path, device="cpu")
+    c_kw = dict(model="eosy", prompt="ROMEO:", max_tokens=24, temperature=1.0,
+                extra_body={"steps": 12, "stop_at_eos": False})
+    with running(create_app(model_ids([str(path)], ["eosy"], device="cpu"))) as url:
+        wait_ready(url)
+        c = client(url)
+        for seed in range(4):
+            whole = c.completions.create(seed=seed, **c_kw).choices[0]
+            streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+                seed=seed, stream=True, **c_kw))
+            direct = model.generate_ids([model.tokenizer.encode("ROMEO:")], gen_length=24,
+                                        steps=12, temperature=1.0, stop_at_eos=False,
+                                        seeds=[seed], seed=seed)
+            assert whole.text == streamed == direct.text[0]
+            assert model.eos_id in direct.tokens[0] or seed  # EOS is written at least once
+
+
+def test_more_refusals_are_4xx_not_5xx(server):
+    c = client(server)
+    out = c.completions.create(model="tiny", prompt="ROMEO:", max_tokens=8, temperature=1.0,
+                               logprobs=5, extra_body={"top_k": 3})  # filtered: -inf not listed
+    assert all(1 <= len(top) <= 3 for top in out.choices[0].logprobs.top_logprobs)
+    r = httpx.post(server + "/v1/completions",
+                   content=b'{"model": "tiny", "prompt": "\\ud800"}')
+    assert r.status_code == 400 and "surrogate" in error_of(r)["message"]
+    r = httpx.post(server + "/v1/dlm/trace.html", json={"model": "tiny", "trace": {
+        "kind": "mdlm", "mask_id": 256, "initial": "abc", "prompt_lengths": [0], "steps": []}})
+    assert r.status_code == 400 and error_of(r)["param"] == "trace"
+    for extra, param in (({"stream": True, "logprobs": 2}, "logprobs"),
+                         ({"prompt": ["a"] * 9, "n": 8}, "n"),
+                         ({"max_tokens": 8, "gen_length": 9}, "max_tokens")):
+        r = httpx.post(server + "/v1/completions",
+                       json={"model": "tiny", "prompt": "a", **extra})
+        assert r.status_code == 400 and error_of(r)["param"] == param, (extra, r.text)

@@ -780,8 +780,8 @@ def _commit_logprobs(step: Step, k: int) -> tuple[list[list[float]], list | None
     counts = step.commit.sum(1).tolist()
     if k:
         values, ids = lp.topk(min(k, lp.shape[-1]), -1)
-        pairs = [[(int(t), round(float(v), 6)) for t, v in zip(ti, vi)]
-                 for ti, vi in zip(ids.tolist(), values.tolist())]
+        pairs = [[(int(t), round(float(v), 6)) for t, v in zip(ti, vi) if math.isfinite(v)]
+                 for ti, vi in zip(ids.tolist(), values.tolist())]  # filtered out: not listed
     lps, top, at = [], [], 0
     for n in counts:
         lps.append([round(x, 6) for x in own[at:at + n]])

@@ -100,15 +100,83 @@ class BodyLimit:
             await _send_error(send, too_big)
 
 
+class Gate:
+    """ASGI middleware (not Starlette's BaseHTTPMiddleware, under which a handler never sees
+    its client disconnect): the API key, the rate limit, and the count of answers per route
+    and status."""
+
+    def __init__(self, app, keys: list[str], limiter: RateLimiter, metrics: Metrics, routes):
+        self.app, self.keys, self.limiter, self.metrics, self.routes = \
+            app, keys, limiter, metrics, routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        status = {"code": 500}
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            refused = None
+            if path not in OPEN_PATHS and not path.startswith("/static/"):
+                refused = self.check(scope)
+            if refused is not None:
+                await _send_error(counted, refused)
+            else:
+                await self.app(scope, receive, counted)
+        finally:
+            self.metrics.requests.labels(path if path in self.routes() else "other",
+                                         str(status["code"])).inc()
+
+    def check(self, scope) -> APIError | None:
+        client = scope.get("client")
+        who = client[0] if client else "?"
+        if self.keys:
+            headers = dict(scope.get("headers") or [])
+            header = headers.get(b"authorization", b"").decode("latin-1")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            match = [hmac.compare_digest(given.encode(), k.encode()) for k in self.keys]
+            if not any(match):
+                return APIError(401, "missing or wrong API key: send Authorization: Bearer KEY",
+                                code="invalid_api_key")
+            who = "key:" + str(match.index(True))
+        wait = self.limiter.take(who)
+        if wait:
+            return APIError(429, "rate limit reached; retry later", code="rate_limit_exceeded",
+                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return None
+
+
+class JobStream(StreamingResponse):
+    """A stream whose job is cancelled however the response ends (done, error, or the client
+    gone: Starlette then cancels the response task, which may never resume the generator)."""
+
+    def __init__(self, content, job, **kw):
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"}, **kw)
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
+
+
 class _TooBig(Exception):
     pass
 
 
 async def _send_error(send, error: APIError) -> None:
     body = json.dumps(error.body()).encode()
+    extra = [(k.lower().encode(), str(v).encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -167,29 +235,8 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
     async def _crash(request, e: Exception):
         return error_response(APIError(500, f"internal error: {type(e).__name__}"))
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next):
-        path = request.url.path
-        if path not in OPEN_PATHS and not path.startswith("/static/"):
-            who = request.client.host if request.client else "?"
-            if keys:
-                header = request.headers.get("authorization", "")
-                given = header[7:] if header.lower().startswith("bearer ") else ""
-                match = [hmac.compare_digest(given.encode(), k.encode()) for k in keys]
-                if not any(match):
-                    return error_response(APIError(
-                        401, "missing or wrong API key: send Authorization: Bearer KEY",
-                        code="invalid_api_key"))
-                who = "key:" + str(match.index(True))
-            wait = limiter.take(who)
-            if wait:
-                return error_response(APIError(
-                    429, "rate limit reached; retry later", code="rate_limit_exceeded",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))}))
-        response = await call_next(request)
-        metrics.requests.labels(path if path in ROUTES else "other",
-                                str(response.status_code)).inc()
-        return response
+    app.add_middleware(Gate, keys=keys, limiter=limiter, metrics=metrics,
+                       routes=lambda: ROUTES)
 
     async def body_of(request: Request) -> dict:
         raw = await request.body()
@@ -199,6 +246,11 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
             raise APIError(422, "the body is not valid JSON", code="invalid_json") from None
         if not isinstance(body, dict):
             raise APIError(422, "the body must be a JSON object", code="invalid_json")
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise APIError(400, "the body holds a lone UTF-16 surrogate (\\ud800-\\udfff): "
+                           "not text") from None
         return body
 
     def model_of(name) -> Served:
@@ -309,7 +361,25 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
                 if not isinstance(lp, int) or isinstance(lp, bool) or not 0 <= lp <= 5:
                     raise APIError(400, "logprobs must be an integer in 0..5", "logprobs")
                 ask.logprobs = int(lp)
+        if ask.logprobs is not None and ask.stream:
+            raise APIError(400, "logprobs are given with the whole answer: ask without stream",
+                           "logprobs")
+        rows = len(ask.prompts) * ask.n * max(ask.cfg.num_samples, ask.cfg.beam_width)
+        if rows > limits.max_rows:
+            raise APIError(400, f"this request decodes {rows} rows (prompts x n x best_of / "
+                           f"beam_width); this server takes at most {limits.max_rows}", "n")
         return s, ask
+
+    def watch(run: Run, request: Request) -> asyncio.Task:
+        """Cancel the job when the client disconnects (the body is read: what ``receive``
+        gives next is the disconnect)."""
+
+        async def wait():
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            run.job.cancel()
+
+        return asyncio.create_task(wait())
 
     async def start(run: Run, request: Request) -> list[int] | None:
         """Queue the job and wait until the worker admits it (its errors are then 400s)."""
@@ -318,36 +388,31 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
         except QueueFull:
             raise APIError(503, "the server is busy: the queue is full", code="queue_full",
                            headers={"Retry-After": str(engine.retry_after())}) from None
-        while True:
-            msg = await run.job.next(timeout=0.25)
-            if msg is None:
-                if await request.is_disconnected():
-                    run.job.cancel()
-                    raise APIError(499, "the client went away")
-                continue
-            kind, value = msg
-            if kind == "started":
-                return value
-            raise _failure(kind, value)
+        watcher = watch(run, request)
+        try:
+            kind, value = await run.job.next()
+        finally:
+            watcher.cancel()
+        if kind == "started":
+            return value
+        raise _failure(kind, value)
 
     async def finish(run: Run, request: Request):
         """Follow a non-streaming job to its end; the result."""
-        while True:
-            msg = await run.job.next(timeout=0.5)
-            if msg is None:
-                if await request.is_disconnected():
-                    run.job.cancel()
-                    raise APIError(499, "the client went away")
-                continue
-            kind, value = msg
-            if kind == "step":
-                run.follow(value)
-                for i in range(len(run.rows)):
-                    run.delta(i)  # keeps "decided" current, so a decided job stops early
-            elif kind == "done":
-                return value
-            else:
-                raise _failure(kind, value)
+        watcher = watch(run, request)
+        try:
+            while True:
+                kind, value = await run.job.next()
+                if kind == "step":
+                    run.follow(value)
+                    for i in range(len(run.rows)):
+                        run.delta(i)  # keeps "decided" current: a decided job stops early
+                elif kind == "done":
+                    return value
+                else:
+                    raise _failure(kind, value)
+        finally:
+            watcher.cancel()
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -396,9 +461,7 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
         ask.record_trace = body.get("record_trace", True) is not False
         run = Run(s, ask, asyncio.get_running_loop(), limits.timeout, stop_early=False)
         run.plan = await start(run, request)
-        return StreamingResponse(_denoise_events(run, ping_seconds),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return JobStream(_denoise_events(run, ping_seconds), run.job)
 
     @app.post("/v1/dlm/trace.html")
     async def trace_html(request: Request):
@@ -408,11 +471,11 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
         body = await body_of(request)
         s = model_of(body.get("model"))
         try:
-            trace = Trace.from_dict(body["trace"])
-        except (KeyError, TypeError, ValueError):
+            return HTMLResponse(trace_to_html(Trace.from_dict(body["trace"]),
+                                              s.model.tokenizer))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError):
             raise APIError(400, "trace must be a trace object (the denoise route's)",
                            "trace") from None
-        return HTMLResponse(trace_to_html(trace, s.model.tokenizer))
 
     # --- the playground -------------------------------------------------------------------------
     static = _static_dir()
@@ -500,8 +563,7 @@ def _chat_logprobs(s: Served, a, k: int | None):
 
 
 def _stream(run: Run, obj: str, ping: float):
-    return StreamingResponse(_openai_events(run, obj, ping), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return JobStream(_openai_events(run, obj, ping), run.job)
 
 
 async def _openai_events(run: Run, obj: str, ping: float):

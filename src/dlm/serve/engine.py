@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 
 from ..devices import autocast
-from ..errors import DLMError
 from ..sample.driver import Decoder
 from .metrics import Metrics
 
@@ -120,6 +119,12 @@ class Engine:
     # --- the handler's side -------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self.wake:
+            if self.stopping:
+                raise QueueFull
+            if len(self.queue) >= self.max_queue:  # clients that left give their place up
+                for gone in [j for j in self.queue if j.cancelled]:
+                    self.queue.remove(gone)
+                    gone.post("cancelled", None)
             if len(self.queue) >= self.max_queue:
                 raise QueueFull
             self.queue.append(job)
@@ -161,13 +166,16 @@ class Engine:
             if job.cancelled:
                 job.post("cancelled", None)
                 continue
+            if job.deadline is not None and time.monotonic() > job.deadline:
+                job.post("timeout", None)  # it waited its whole time in the queue
+                continue
             try:
                 with autocast(job.served.model.device):
                     job.rid = self._decoder(job.served).add(
                         job.canvases, job.prompt_lengths, job.cfg, no_eos=job.no_eos,
                         align=job.align, seeds=job.seeds, record_trace=job.record_trace,
                         top_logprobs=job.top_logprobs)
-            except DLMError as e:
+            except Exception as e:  # a DLMError is the client's (400), the rest a 500
                 job.post("error", e)
                 continue
             self.running.append(job)
@@ -238,5 +246,8 @@ class Engine:
                     job.post("error", e)
                 self.running.clear()
                 self.decoders.clear()
-        for job in [*self.running, *self.queue]:
-            job.post("error", DLMError("the server is shutting down"))
+        with self.wake:
+            left = [*self.running, *self.queue]
+            self.queue.clear()
+        for job in left:
+            job.post("error", RuntimeError("the server is shutting down"))

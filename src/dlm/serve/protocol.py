@@ -45,6 +45,7 @@ class Limits:
     max_n: int = 8
     max_beam: int = 8
     max_prompts: int = 32
+    max_rows: int = 64  # prompts x n x (best_of or beam_width) in one request
     max_body: int = 1 << 20  # bytes
     timeout: float = 300.0  # seconds a request may decode
 
@@ -94,7 +95,9 @@ class Ask:
     suffix: str | None = None
     template: str | None = None
     n: int = 1
-    cfg: SampleConfig = field(default_factory=SampleConfig)
+    cfg: SampleConfig = field(default_factory=SampleConfig)  # the given fields, checked
+    fields: dict = field(default_factory=dict)  # ... themselves: the checkpoint's defaults
+    # come first for what was not given (Model.sample_config)
     seed: int = 0
     seeded: bool = False
     stream: bool = False
@@ -158,8 +161,8 @@ def read_common(body: dict, allowed: set[str], limits: Limits) -> tuple[Ask, dic
     for ours, theirs in (("gen_length", "max_tokens"), ("gen_length", "max_completion_tokens"),
                          ("num_samples", "best_of")):
         if body.get(theirs) is not None and theirs in allowed:
-            if ours in body and body[ours] != body[theirs]:
-                raise bad(f"give {theirs} or {ours}, not both", theirs)
+            if ours in sample and sample[ours] != body[theirs]:
+                raise bad(f"give one of {theirs} and {ours} (they are one setting)", theirs)
             sample[ours] = body[theirs]
     if sample.get("seed") is not None:
         ask.seed, ask.seeded = _type(sample["seed"], "int", "seed"), True
@@ -172,6 +175,7 @@ def read_common(body: dict, allowed: set[str], limits: Limits) -> tuple[Ask, dic
         sample["seed"] = ask.seed
     sample = {k: v for k, v in sample.items() if v is not None or
               SAMPLE_FIELDS[k].default is None}
+    ask.fields = sample
     try:
         ask.cfg = SampleConfig(**sample).validate()
     except DLMError as e:

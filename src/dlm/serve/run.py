@@ -36,7 +36,10 @@ class Run:
                  timeout: float | None, stop_early: bool = True):
         self.served, self.ask = served, ask
         model = self.model = served.model
-        cfg = model.sample_config(ask.cfg)
+        try:  # the checkpoint's sampler defaults, then the request's fields
+            cfg = model.sample_config(**ask.fields)
+        except DLMError as e:
+            raise from_dlm(e) from None
         prompts = [p for p in ask.prompts for _ in range(ask.n)]
         self.infill = ask.suffix is not None or ask.template is not None
         self.expand = max(cfg.num_samples, cfg.beam_width)
@@ -60,10 +63,12 @@ class Run:
                        [row_seed(ask.seed, i) for i in range(len(rows))],
                        top_logprobs=ask.logprobs, record_trace=ask.record_trace,
                        timeout=timeout, loop=loop)
-        drop = {model.mask_id, model.pad_id}
+        # without stop_at_eos an EOS is no end: it is dropped from the text, as decode does
+        drop = {model.mask_id, model.pad_id} | (set() if cfg.stop_at_eos else {model.eos_id})
         self.rows = [Canvas(row, lo, hi, model.mask_id)
                      for row, (lo, hi) in zip(rows, self.regions)]
-        self.streams = [TextStream(model.tokenizer.decode, model.eos_id, drop, cfg.stop)
+        self.streams = [TextStream(model.tokenizer.decode,
+                                   model.eos_id if cfg.stop_at_eos else None, drop, cfg.stop)
                         for _ in self.rows]
         self.logprob_at: list[dict[int, tuple[float | None, list]]] = [{} for _ in self.rows]
         self.committed = 0
@@ -133,7 +138,7 @@ class Run:
                                         self.cfg.stop)
             ended = m.eos_id in tokens and self.cfg.stop_at_eos
             kept = tokens[:tokens.index(m.eos_id)] if ended else tokens
-            kept = [t for t in kept if t not in (m.mask_id, m.pad_id)]
+            kept = [t for t in kept if t not in (m.mask_id, m.pad_id, m.eos_id)]
             if hit:  # the tokens that make up the text before the stop string
                 kept = kept[:_tokens_for(kept, len(text), m.tokenizer.decode)]
             lps, top = [], []
@@ -142,7 +147,7 @@ class Run:
             for p in range(lo, hi):
                 if k >= len(kept):
                     break
-                if row[p] in (m.mask_id, m.pad_id):
+                if row[p] in (m.mask_id, m.pad_id, m.eos_id):
                     continue
                 lp, t = at.get(p, (None, []))
                 lps.append(lp)

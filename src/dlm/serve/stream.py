@@ -50,9 +50,9 @@ class TextStream:
     """Append-only text of one answer. ``update(stable tokens)`` returns the new text that
     can no longer change (maybe ""); ``final`` turns True once the answer is decided (an EOS
     or a stop string in the settled text); ``close(text)`` returns the rest of the final
-    answer."""
+    answer. ``eos_id`` None: an EOS ends nothing (put it in ``drop``)."""
 
-    def __init__(self, decode, eos_id: int, drop: set[int], stop: list[str] | None):
+    def __init__(self, decode, eos_id: int | None, drop: set[int], stop: list[str] | None):
         self.decode, self.eos_id, self.drop = decode, eos_id, drop
         self.stop = [s for s in stop or [] if s]
         self.sent = ""
@@ -61,7 +61,7 @@ class TextStream:
 
     def text_of(self, tokens: list[int]) -> tuple[str, bool]:
         """The settled text of these tokens and whether it ends the answer (EOS)."""
-        ended = self.eos_id in tokens
+        ended = self.eos_id is not None and self.eos_id in tokens
         if ended:
             tokens = tokens[:tokens.index(self.eos_id)]
         text = self.decode([t for t in tokens if t not in self.drop])
