@@ -24,6 +24,12 @@ MODELS = ["tiny", "tiny-ar", "tiny-bd3lm", "slow"]
 GREEDY = dict(temperature=0, max_tokens=24)
 
 
+def app_of(checkpoints, name: str, **kw):
+    """A server app over one of the test checkpoints."""
+    return create_app(load=lambda: model_ids([str(checkpoints[name])], [name], device="cpu"),
+                      **kw)
+
+
 def client(base, **kw):
     return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, **kw)
 
@@ -280,8 +286,7 @@ def test_error_classes(server, checkpoints):
 
 
 def test_auth_rate_limit_queue_full_and_timeout(checkpoints):
-    load_tiny = lambda: model_ids([str(checkpoints["tiny"])], ["tiny"], device="cpu")  # noqa
-    app = create_app(load=load_tiny, api_keys=["sk-right"], rate_limit=3)
+    app = app_of(checkpoints, "tiny", api_keys=["sk-right"], rate_limit=3)
     with running(app) as base:
         wait_ready(base)  # /ready stays open without a key
         with pytest.raises(openai.AuthenticationError) as e:
@@ -296,14 +301,14 @@ def test_auth_rate_limit_queue_full_and_timeout(checkpoints):
             for _ in range(3):
                 good.models.list()
         assert int(e.value.response.headers["retry-after"]) >= 1
-    app = create_app(load=load_tiny, max_queue=0)
+    app = app_of(checkpoints, "tiny", max_queue=0)
     with running(app) as base:
         wait_ready(base)
         with pytest.raises(openai.InternalServerError) as e:
             client(base).completions.create(model="tiny", prompt="x", max_tokens=4)
         assert e.value.status_code == 503 and e.value.body["code"] == "queue_full"
         assert int(e.value.response.headers["retry-after"]) >= 1
-    app = create_app(load=load_tiny, limits=Limits(timeout=0.05))
+    app = app_of(checkpoints, "tiny", limits=Limits(timeout=0.05))
     with running(app) as base:
         wait_ready(base)
         with pytest.raises(openai.APIStatusError) as e:
@@ -335,8 +340,7 @@ def test_ready_is_503_until_the_models_are_loaded(checkpoints):
 
 
 def test_a_client_that_disconnects_is_cancelled_at_the_next_step(checkpoints):
-    app = create_app(load=lambda: model_ids([str(checkpoints["slow"])], ["slow"],
-                                            device="cpu"))
+    app = app_of(checkpoints, "slow")
     engine = app.state.engine
     with running(app) as base:
         wait_ready(base)
@@ -354,8 +358,7 @@ def test_a_client_that_disconnects_is_cancelled_at_the_next_step(checkpoints):
 
 
 def test_requests_join_the_running_batch_between_steps(checkpoints):
-    app = create_app(load=lambda: model_ids([str(checkpoints["tiny"])], ["tiny"],
-                                            device="cpu"))
+    app = app_of(checkpoints, "tiny")
     engine = app.state.engine
     with running(app) as base:
         wait_ready(base)
@@ -413,8 +416,7 @@ def test_each_adapter_combination_is_a_model_id_that_decodes_with_those_weights(
 
 
 def test_clients_that_leave_a_non_streaming_request_or_the_queue_are_cancelled(checkpoints):
-    app = create_app(load=lambda: model_ids([str(checkpoints["slow"])], ["slow"],
-                                            device="cpu"), max_concurrent=1, max_queue=2)
+    app = app_of(checkpoints, "slow", max_concurrent=1, max_queue=2)
     engine = app.state.engine
     body = {"model": "slow", "prompt": "x", "max_tokens": 400, "steps": 400}
     with running(app) as base:

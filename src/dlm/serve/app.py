@@ -414,44 +414,42 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
         finally:
             watcher.cancel()
 
-    @app.post("/v1/completions")
-    async def completions(request: Request):
+    async def complete(request: Request, allowed: set[str], chat: bool, choice) -> object:
+        """One OpenAI completion route: the stream, or the whole answer with ``choice(s, ask,
+        i, answer)`` per choice."""
         body = await body_of(request)
-        s, ask = prepare(body, COMPLETION, chat=False)
+        s, ask = prepare(body, allowed, chat)
         run = Run(s, ask, asyncio.get_running_loop(), limits.timeout)
         run.plan = await start(run, request)
         if ask.stream:
-            return _stream(run, "text_completion", ping_seconds)
+            return _stream(run, "chat.completion.chunk" if chat else "text_completion",
+                           ping_seconds)
         gen = await finish(run, request)
         answers = run.answers(gen)
-        choices = []
-        for i, a in enumerate(answers):
-            text = (ask.texts[i // ask.n] if ask.echo else "") + a.text
-            if ask.echo and ask.suffix is not None:
-                text += ask.suffix
-            choices.append({"index": i, "text": text, "finish_reason": a.finish_reason,
-                            "logprobs": _completion_logprobs(s, a, ask.logprobs)})
-        return {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion",
-                "created": int(time.time()), "model": s.id, "choices": choices,
+        return {"id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
+                "object": "chat.completion" if chat else "text_completion",
+                "created": int(time.time()), "model": s.id,
+                "choices": [choice(s, ask, i, a) for i, a in enumerate(answers)],
                 "usage": run.usage(gen, answers)}
+
+    def completion_choice(s: Served, ask, i: int, a) -> dict:
+        text = (ask.texts[i // ask.n] if ask.echo else "") + a.text
+        if ask.echo and ask.suffix is not None:
+            text += ask.suffix
+        return {"index": i, "text": text, "finish_reason": a.finish_reason,
+                "logprobs": _completion_logprobs(s, a, ask.logprobs)}
+
+    def chat_choice(s: Served, ask, i: int, a) -> dict:
+        return {"index": i, "message": {"role": "assistant", "content": a.text},
+                "finish_reason": a.finish_reason, "logprobs": _chat_logprobs(s, a, ask.logprobs)}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await complete(request, COMPLETION, False, completion_choice)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = await body_of(request)
-        s, ask = prepare(body, CHAT, chat=True)
-        run = Run(s, ask, asyncio.get_running_loop(), limits.timeout)
-        run.plan = await start(run, request)
-        if ask.stream:
-            return _stream(run, "chat.completion.chunk", ping_seconds)
-        gen = await finish(run, request)
-        answers = run.answers(gen)
-        choices = [{"index": i, "message": {"role": "assistant", "content": a.text},
-                    "finish_reason": a.finish_reason,
-                    "logprobs": _chat_logprobs(s, a, ask.logprobs)}
-                   for i, a in enumerate(answers)]
-        return {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion",
-                "created": int(time.time()), "model": s.id, "choices": choices,
-                "usage": run.usage(gen, answers)}
+        return await complete(request, CHAT, True, chat_choice)
 
     @app.post("/v1/dlm/denoise")
     async def denoise(request: Request):
@@ -600,8 +598,7 @@ async def _openai_events(run: Run, obj: str, ping: float):
         elif ask.echo:
             for i in range(n):
                 yield sse(chunk(i, ask.texts[i // ask.n]))
-        while True:
-            msg = await run.job.next(timeout=ping)
+        async for msg in _messages(run.job, ping):
             if msg is None:
                 yield ": ping\n\n"
                 continue
@@ -639,6 +636,16 @@ async def _openai_events(run: Run, obj: str, ping: float):
         run.job.cancel()  # the client left mid-stream (or we are done: then a no-op)
 
 
+async def _messages(job, ping: float):
+    """A job's messages up to its last (anything but a step); None after ``ping`` seconds
+    without one (the stream then sends a keep-alive comment)."""
+    while True:
+        msg = await job.next(timeout=ping)
+        yield msg
+        if msg is not None and msg[0] != "step":
+            return
+
+
 def _step_info(run: Run, i: int, events) -> dict:
     """The ``dlm`` object of a diffusing chunk: where answer i's decoding is."""
     e = next(e for e in events if e.row == i * run.expand)
@@ -672,8 +679,7 @@ async def _denoise_events(run: Run, ping: float):
                              "answer": [r.lo, r.hi], "steps": plan[i * run.expand]
                              if plan else None}
                             for i, r in enumerate(run.rows)]})
-        while True:
-            msg = await run.job.next(timeout=ping)
+        async for msg in _messages(run.job, ping):
             if msg is None:
                 yield ": ping\n\n"
                 continue
