@@ -137,7 +137,8 @@ def skip_reason(cmd: str) -> str | None:
     if "hf:" in cmd:
         return "needs the network (hf:)"
     if cmd.startswith("make "):
-        return "make lines run whole jobs (make test is this suite; make demo and make serve train and serve)"
+        return ("make lines run whole jobs (make test is this suite; make demo and make "
+                "serve train and serve)")
     return None
 
 

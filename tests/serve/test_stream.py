@@ -64,3 +64,22 @@ def test_the_earliest_stop_string_wins_even_when_it_straddles_a_later_one():
 def test_canvas_text_shows_masks_and_stops_at_eos():
     ids = [*TOK.encode("ab"), MASK, MASK, *TOK.encode("c"), EOS, *TOK.encode("zz")]
     assert canvas_text(ids, TOK.decode, MASK, EOS, {PAD}, "#") == "ab##c"
+
+
+def test_an_idle_stream_pings_then_goes_on_to_its_last_message():
+    import asyncio
+
+    from dlm.serve.app import _messages
+
+    class Late:  # a job whose next message comes after two idle waits
+        def __init__(self):
+            self.msgs = [None, None, ("step", []), ("done", "gen"), ("step", [])]
+
+        async def next(self, timeout=None):
+            return self.msgs.pop(0)
+
+    async def read():
+        return [m async for m in _messages(Late(), 0.01)]
+
+    assert asyncio.run(read()) == [("ping", None), ("ping", None), ("step", []),
+                                   ("done", "gen")]

@@ -329,8 +329,8 @@ def create_app(served: dict[str, Served] | None = None, *, load=None,
         s = model_of(ask.model)
         tok = s.model.tokenizer
         if chat:
-            ask.prompts, ask.texts = [tok.encode(_chat_text(s, body.get("messages")))], []
-            ask.texts = [tok.decode(ask.prompts[0])]
+            text = _chat_text(s, body.get("messages"))
+            ask.prompts, ask.texts = [tok.encode(text)], [text]
             if body.get("logprobs"):
                 top = body.get("top_logprobs") or 0
                 if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
@@ -598,11 +598,10 @@ async def _openai_events(run: Run, obj: str, ping: float):
         elif ask.echo:
             for i in range(n):
                 yield sse(chunk(i, ask.texts[i // ask.n]))
-        async for msg in _messages(run.job, ping):
-            if msg is None:
+        async for kind, value in _messages(run.job, ping):
+            if kind == "ping":
                 yield ": ping\n\n"
                 continue
-            kind, value = msg
             if kind == "step":
                 for i in sorted(set(run.follow(value))):
                     if ask.diffusing:
@@ -637,11 +636,11 @@ async def _openai_events(run: Run, obj: str, ping: float):
 
 
 async def _messages(job, ping: float):
-    """A job's messages up to its last (anything but a step); None after ``ping`` seconds
-    without one (the stream then sends a keep-alive comment)."""
+    """A job's messages up to its last (anything but a step), and ("ping", None) after
+    ``ping`` seconds without one (the stream then sends a keep-alive comment)."""
     while True:
         msg = await job.next(timeout=ping)
-        yield msg
+        yield msg or ("ping", None)
         if msg is not None and msg[0] != "step":
             return
 
@@ -679,11 +678,10 @@ async def _denoise_events(run: Run, ping: float):
                              "answer": [r.lo, r.hi], "steps": plan[i * run.expand]
                              if plan else None}
                             for i, r in enumerate(run.rows)]})
-        async for msg in _messages(run.job, ping):
-            if msg is None:
+        async for kind, value in _messages(run.job, ping):
+            if kind == "ping":
                 yield ": ping\n\n"
                 continue
-            kind, value = msg
             if kind == "step":
                 run.follow(value)
                 yield sse({"type": "step", "events": [

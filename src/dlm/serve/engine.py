@@ -75,14 +75,17 @@ class Job:
     loop: asyncio.AbstractEventLoop | None = None
     decided: object = None  # () -> bool: the answers are all final (then the job may stop)
     rid: int | None = None
-    rows: int = 0
     steps: int = 0
     cancelled: bool = False  # set by the handler (client gone); read by the worker
 
     def __post_init__(self):
         self.inbox: asyncio.Queue = asyncio.Queue()
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        self.rows = len(self.canvases) * max(self.cfg.num_samples, self.cfg.beam_width)
+
+    @property
+    def rows(self) -> int:
+        """Rows it decodes: canvases x (best_of or beam_width)."""
+        return len(self.canvases) * max(self.cfg.num_samples, self.cfg.beam_width)
 
     def post(self, kind: str, value=None) -> None:
         try:
@@ -110,6 +113,7 @@ class Engine:
         self.queue: collections.deque[Job] = collections.deque()
         self.running: list[Job] = []
         self.decoders: dict[str, Decoder] = {}
+        self.active: dict[int, str] = {}  # network -> the model id its adapters are set for
         self.wake = threading.Condition()
         self.thread: threading.Thread | None = None
         self.stopping = False
@@ -210,7 +214,9 @@ class Engine:
             d, served = self.decoders[sid], self.served[sid]
             t0 = time.perf_counter()
             try:
-                served.activate()
+                if self.active.get(id(served.model.network)) != sid:  # adapters as this id
+                    served.activate()
+                    self.active[id(served.model.network)] = sid
                 with autocast(served.model.device):
                     events = d.step()
             except Exception as e:  # the batch is lost: every job in it gets the error

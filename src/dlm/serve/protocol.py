@@ -119,10 +119,9 @@ def read_common(body: dict, allowed: set[str], limits: Limits) -> tuple[Ask, dic
     if "model" not in body:
         raise bad("model is required", "model")
     ask = Ask(model=_type(body["model"], "str", "model"))
-    sample: dict = {k: body[k] for k in body if k in SAMPLE_FIELDS and k in body}
-    for name in ("user",):
-        if name in body and body[name] is not None:
-            _type(body[name], "str", name)
+    sample: dict = {k: body[k] for k in body if k in SAMPLE_FIELDS}
+    if body.get("user") is not None:
+        _type(body["user"], "str", "user")
     for name in ("presence_penalty", "frequency_penalty"):
         if body.get(name) not in (None, 0, 0.0):
             _type(body[name], "number", name)

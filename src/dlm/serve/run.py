@@ -125,9 +125,7 @@ class Run:
         out = []
         if self.infill:
             filled = self.request.fillings(gen.canvases)
-        rows = gen.canvases if self.infill else [
-            c + [m.pad_id] * (hi - len(c)) for c, (_, hi) in zip(gen.canvases, self.regions)]
-        for i, row in enumerate(rows):
+        for i, row in enumerate(gen.canvases):  # whole rows: generate's canvases are uncut
             lo, hi = self.regions[i]
             tokens = row[lo:hi]
             if self.infill:
